@@ -1,0 +1,18 @@
+//! Message contracts and the broker port.
+//!
+//! The rest of Conveyor sees a [`Broker`]: `publish` returns only once the broker holds the
+//! messages durably, and a [`Subscription`] hands out [`Delivery`]s that are redelivered unless
+//! acknowledged. Adapters: the in-process [`MemoryBroker`] (durable through a [`Journal`]);
+//! Kafka and RabbitMQ plug in behind the same trait.
+
+mod broker;
+mod command;
+mod journal;
+mod memory;
+mod url;
+
+pub use broker::{Acknowledger, Broker, BrokerError, Delivery, Outgoing, Subscription};
+pub use command::{Command, CommandError};
+pub use journal::{Journal, JournaledMessage};
+pub use memory::MemoryBroker;
+pub use url::{BrokerKind, Topics};

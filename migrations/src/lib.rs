@@ -1,0 +1,19 @@
+//! Schema migrations, run by `conveyor migrate` (and at the start of `conveyor dev`). Each one
+//! works on PostgreSQL and SQLite alike.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261124_000001_create_jobs;
+mod m20261124_000002_create_broker_messages;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261124_000001_create_jobs::Migration),
+            Box::new(m20261124_000002_create_broker_messages::Migration),
+        ]
+    }
+}

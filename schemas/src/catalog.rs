@@ -1,0 +1,160 @@
+use std::collections::BTreeMap;
+
+use jsonschema::Validator;
+use jsonschema::error::ValidationErrorKind;
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+const BUILT_IN: [(&str, &str); 3] = [
+    ("echo", include_str!("../json/job-types/echo.schema.json")),
+    ("sleep", include_str!("../json/job-types/sleep.schema.json")),
+    ("fail", include_str!("../json/job-types/fail.schema.json")),
+];
+
+/// A job type as `GET /v1/job-types` shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct JobTypeInfo {
+    pub name: String,
+    pub description: String,
+    /// The JSON Schema (2020-12) that payloads of this type must satisfy.
+    pub payload_schema: Value,
+}
+
+/// One reason a payload was refused, at a field given as a dotted path (`payload.ms`).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadRejected {
+    #[error("unknown job type `{0}`")]
+    UnknownType(String),
+    #[error("payload does not match the schema of `{job_type}`")]
+    Invalid {
+        job_type: String,
+        errors: Vec<FieldError>,
+    },
+}
+
+struct Entry {
+    info: JobTypeInfo,
+    validator: Validator,
+}
+
+/// The job types this deployment accepts, each with its compiled payload validator.
+pub struct JobTypeCatalog {
+    types: BTreeMap<String, Entry>,
+}
+
+impl JobTypeCatalog {
+    /// The built-in types: `echo`, `sleep` and `fail`.
+    pub fn built_in() -> JobTypeCatalog {
+        let mut types = BTreeMap::new();
+        for (name, text) in BUILT_IN {
+            let schema: Value = serde_json::from_str(text).expect("built-in schemas are valid JSON");
+            let validator =
+                jsonschema::validator_for(&schema).expect("built-in schemas are valid schemas");
+            let description = schema["description"].as_str().unwrap_or_default().to_owned();
+            let info = JobTypeInfo {
+                name: name.to_owned(),
+                description,
+                payload_schema: schema,
+            };
+            types.insert(name.to_owned(), Entry { info, validator });
+        }
+        JobTypeCatalog { types }
+    }
+
+    pub fn types(&self) -> impl Iterator<Item = &JobTypeInfo> {
+        self.types.values().map(|entry| &entry.info)
+    }
+
+    pub fn contains(&self, job_type: &str) -> bool {
+        self.types.contains_key(job_type)
+    }
+
+    /// Checks a payload against its type's schema, naming every offending field.
+    pub fn validate(&self, job_type: &str, payload: &Value) -> Result<(), PayloadRejected> {
+        let entry = self
+            .types
+            .get(job_type)
+            .ok_or_else(|| PayloadRejected::UnknownType(job_type.to_owned()))?;
+        let errors: Vec<FieldError> = entry
+            .validator
+            .iter_errors(payload)
+            .take(16)
+            .map(|error| {
+                let mut field = String::from("payload");
+                for segment in error.instance_path().iter() {
+                    field.push('.');
+                    field.push_str(&segment.to_string());
+                }
+                if let ValidationErrorKind::Required { property } = error.kind() {
+                    field.push('.');
+                    field.push_str(property.as_str().unwrap_or_default());
+                }
+                FieldError {
+                    field,
+                    message: error.to_string(),
+                }
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(PayloadRejected::Invalid {
+                job_type: job_type.to_owned(),
+                errors,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_missing_required_field_is_named_with_its_path() {
+        let catalog = JobTypeCatalog::built_in();
+        let Err(PayloadRejected::Invalid { errors, .. }) = catalog.validate("sleep", &json!({}))
+        else {
+            panic!("an empty sleep payload must be refused");
+        };
+        assert_eq!(errors[0].field, "payload.ms");
+    }
+
+    #[test]
+    fn a_field_of_the_wrong_type_is_named_with_its_path() {
+        let catalog = JobTypeCatalog::built_in();
+        let Err(PayloadRejected::Invalid { errors, .. }) =
+            catalog.validate("fail", &json!({"times": "two"}))
+        else {
+            panic!("a string count must be refused");
+        };
+        assert_eq!(errors[0].field, "payload.times");
+    }
+
+    #[test]
+    fn an_unknown_type_is_refused() {
+        let catalog = JobTypeCatalog::built_in();
+        assert!(matches!(
+            catalog.validate("nope", &json!({})),
+            Err(PayloadRejected::UnknownType(name)) if name == "nope"
+        ));
+    }
+
+    #[test]
+    fn valid_payloads_pass() {
+        let catalog = JobTypeCatalog::built_in();
+        catalog.validate("echo", &json!({"a": [1, 2]})).unwrap();
+        catalog.validate("sleep", &json!({"ms": 10})).unwrap();
+        catalog
+            .validate("fail", &json!({"times": 1, "permanent": true}))
+            .unwrap();
+    }
+}

@@ -1,0 +1,149 @@
+//! Group commit: many writers, one transaction. Each caller hands over one item; a single task
+//! takes whatever has queued up (up to a batch size), commits it at once and tells every caller.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::StoreError;
+
+const FLUSH_TRIES: u32 = 5;
+
+struct Item<T> {
+    value: T,
+    done: Option<oneshot::Sender<Result<(), StoreError>>>,
+}
+
+pub(crate) struct Batcher<T> {
+    tx: mpsc::Sender<Item<T>>,
+}
+
+impl<T> Clone for Batcher<T> {
+    fn clone(&self) -> Self {
+        Batcher {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<T: Send + Sync + 'static> Batcher<T> {
+    pub(crate) fn spawn<F, Fut>(name: &'static str, max_batch: usize, flush: F) -> Batcher<T>
+    where
+        F: Fn(Arc<Vec<T>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), StoreError>> + Send,
+    {
+        // The bounded channel is the backpressure: writers wait when the database falls behind.
+        let (tx, mut rx) = mpsc::channel::<Item<T>>(max_batch * 4);
+        tokio::spawn(async move {
+            let mut items = Vec::with_capacity(max_batch);
+            while rx.recv_many(&mut items, max_batch).await > 0 {
+                let mut values = Vec::with_capacity(items.len());
+                let mut waiters = Vec::with_capacity(items.len());
+                for item in items.drain(..) {
+                    values.push(item.value);
+                    waiters.extend(item.done);
+                }
+                let result = flush_with_retries(name, &flush, Arc::new(values)).await;
+                for waiter in waiters {
+                    let _ = waiter.send(result.clone());
+                }
+            }
+        });
+        Batcher { tx }
+    }
+
+    /// Hands `value` over and waits until it is committed.
+    pub(crate) async fn commit(&self, value: T) -> Result<(), StoreError> {
+        let (done, committed) = oneshot::channel();
+        self.send(Item {
+            value,
+            done: Some(done),
+        })
+        .await?;
+        committed
+            .await
+            .map_err(|_| StoreError::Database("the writer stopped".into()))?
+    }
+
+    /// Hands `value` over without waiting for the commit (but waiting for room in the queue).
+    pub(crate) async fn enqueue(&self, value: T) -> Result<(), StoreError> {
+        self.send(Item { value, done: None }).await
+    }
+
+    async fn send(&self, item: Item<T>) -> Result<(), StoreError> {
+        self.tx
+            .send(item)
+            .await
+            .map_err(|_| StoreError::Database("the writer stopped".into()))
+    }
+}
+
+async fn flush_with_retries<T, F, Fut>(
+    name: &'static str,
+    flush: &F,
+    values: Arc<Vec<T>>,
+) -> Result<(), StoreError>
+where
+    F: Fn(Arc<Vec<T>>) -> Fut,
+    Fut: Future<Output = Result<(), StoreError>>,
+{
+    let mut pause = Duration::from_millis(50);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match flush(values.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(error) if tries < FLUSH_TRIES => {
+                tracing::warn!(writer = name, %error, rows = values.len(), tries, "Group commit failed; retrying.");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            Err(error) => {
+                tracing::error!(writer = name, %error, rows = values.len(), "Group commit failed; giving up on this batch.");
+                return Err(error);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[tokio::test]
+    async fn concurrent_commits_share_transactions() {
+        let flushes = Arc::new(Mutex::new(Vec::new()));
+        let seen = flushes.clone();
+        let batcher = Batcher::spawn("test", 100, move |values: Arc<Vec<u32>>| {
+            let seen = seen.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                seen.lock().unwrap().push(values.len());
+                Ok(())
+            }
+        });
+        let commits: Vec<_> = (0..500)
+            .map(|i| {
+                let batcher = batcher.clone();
+                tokio::spawn(async move { batcher.commit(i).await })
+            })
+            .collect();
+        for commit in commits {
+            commit.await.unwrap().unwrap();
+        }
+        let flushes = flushes.lock().unwrap();
+        assert_eq!(flushes.iter().sum::<usize>(), 500);
+        assert!(flushes.len() < 500, "every commit took its own flush");
+    }
+
+    #[tokio::test]
+    async fn a_failing_flush_is_reported_to_every_waiter() {
+        let batcher = Batcher::spawn("test", 10, |_: Arc<Vec<u32>>| async {
+            Err(StoreError::Database("down".into()))
+        });
+        assert!(batcher.commit(1).await.is_err());
+    }
+}

@@ -1,0 +1,95 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use conveyor_schemas::Job;
+use moka::ops::compute::Op;
+use moka::sync::Cache as Moka;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use super::{Cache, IdempotencyClaim};
+use crate::StoreError;
+
+const MAX_JOBS: u64 = 1_000_000;
+const IDLE_JOB_TTL: Duration = Duration::from_secs(60 * 60);
+const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Changes a slow subscriber may fall behind by before it must re-read (it is told it lagged).
+const FEED_CAPACITY: usize = 16 * 1024;
+
+/// The in-process cache of the embedded default, bounded in entries and age.
+pub struct MemoryCache {
+    jobs: Moka<Uuid, Arc<Job>>,
+    keys: Moka<(String, String), IdempotencyClaim>,
+    feed: broadcast::Sender<Arc<Job>>,
+}
+
+impl Default for MemoryCache {
+    fn default() -> Self {
+        MemoryCache::new()
+    }
+}
+
+impl MemoryCache {
+    pub fn new() -> MemoryCache {
+        MemoryCache {
+            jobs: Moka::builder()
+                .max_capacity(MAX_JOBS)
+                .time_to_idle(IDLE_JOB_TTL)
+                .build(),
+            keys: Moka::builder()
+                .max_capacity(MAX_JOBS)
+                .time_to_live(IDEMPOTENCY_TTL)
+                .build(),
+            feed: broadcast::channel(FEED_CAPACITY).0,
+        }
+    }
+}
+
+#[async_trait]
+impl Cache for MemoryCache {
+    async fn get_job(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
+        Ok(self.jobs.get(&id).map(|job| (*job).clone()))
+    }
+
+    async fn put_job(&self, job: &Job) -> Result<bool, StoreError> {
+        let mut kept = false;
+        self.jobs.entry(job.id).and_compute_with(|current| {
+            if current.is_some_and(|current| !job.supersedes(current.value())) {
+                return Op::Nop;
+            }
+            kept = true;
+            let snapshot = Arc::new(job.clone());
+            // Announced under the entry's lock, so subscribers see one job's versions in order.
+            let _ = self.feed.send(snapshot.clone());
+            Op::Put(snapshot)
+        });
+        Ok(kept)
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        tenant: &str,
+        key: &str,
+        claim: IdempotencyClaim,
+    ) -> Result<Option<IdempotencyClaim>, StoreError> {
+        let entry = self
+            .keys
+            .entry((tenant.to_owned(), key.to_owned()))
+            .or_insert(claim);
+        Ok((!entry.is_fresh()).then(|| entry.into_value()))
+    }
+
+    async fn release_idempotency_key(&self, tenant: &str, key: &str) -> Result<(), StoreError> {
+        self.keys.invalidate(&(tenant.to_owned(), key.to_owned()));
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Job>> {
+        self.feed.subscribe()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,129 @@
+use std::time::Duration;
+
+use conveyor_migrations::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, DatabaseConnection};
+
+use crate::StoreError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseKind {
+    Sqlite,
+    Postgres,
+}
+
+impl DatabaseKind {
+    pub fn of(url: &str) -> Result<DatabaseKind, StoreError> {
+        match url.split_once(':').map(|(scheme, _)| scheme) {
+            Some("sqlite") => Ok(DatabaseKind::Sqlite),
+            Some("postgres" | "postgresql") => Ok(DatabaseKind::Postgres),
+            _ => Err(StoreError::Config(format!(
+                "CONVEYOR_DATABASE_URL `{}` is neither sqlite:// nor postgres://",
+                redact(url)
+            ))),
+        }
+    }
+}
+
+/// The database, with reads optionally sent to a replica.
+#[derive(Clone)]
+pub struct Database {
+    pub kind: DatabaseKind,
+    pub write: DatabaseConnection,
+    pub read: DatabaseConnection,
+}
+
+impl Database {
+    pub async fn connect(url: &str, read_url: Option<&str>) -> Result<Database, StoreError> {
+        let kind = DatabaseKind::of(url)?;
+        let write = open(url, kind).await?;
+        let read = match read_url {
+            Some(read_url) => open(read_url, DatabaseKind::of(read_url)?).await?,
+            None => write.clone(),
+        };
+        Ok(Database { kind, write, read })
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        Migrator::up(&self.write, None).await?;
+        Ok(())
+    }
+
+    /// Refuses a schema that is behind this build, so an old database is never written to by new
+    /// code (or the other way round) by mistake.
+    pub async fn check_schema(&self) -> Result<(), StoreError> {
+        let pending = Migrator::get_pending_migrations(&self.write).await?.len();
+        if pending > 0 {
+            return Err(StoreError::SchemaBehind(pending));
+        }
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.read.ping().await?;
+        Ok(())
+    }
+}
+
+async fn open(url: &str, kind: DatabaseKind) -> Result<DatabaseConnection, StoreError> {
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .sqlx_logging(false)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(10));
+    if kind == DatabaseKind::Sqlite {
+        // WAL lets readers run beside the one writer; NORMAL sync keeps every commit across a
+        // process crash (only an OS crash can lose the last ones), which is the embedded promise.
+        options.max_connections(4).map_sqlx_sqlite_opts(|sqlite| {
+            sqlite
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .create_if_missing(true)
+        });
+    } else {
+        options.max_connections(16);
+    }
+    sea_orm::Database::connect(options).await.map_err(|error| {
+        StoreError::Database(format!("cannot connect to {}: {error}", redact(url)))
+    })
+}
+
+/// The URL without its password, for messages.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{}://{user}:***{}", &url[..scheme_end], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/conveyor"),
+            "postgres://app:***@db:5432/conveyor"
+        );
+        assert_eq!(redact("sqlite://conveyor.db"), "sqlite://conveyor.db");
+    }
+
+    #[test]
+    fn the_scheme_picks_the_database() {
+        assert_eq!(
+            DatabaseKind::of("sqlite://x.db?mode=rwc").unwrap(),
+            DatabaseKind::Sqlite
+        );
+        assert_eq!(
+            DatabaseKind::of("postgres://localhost/test").unwrap(),
+            DatabaseKind::Postgres
+        );
+        assert!(DatabaseKind::of("mysql://localhost").is_err());
+    }
+}

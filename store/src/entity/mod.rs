@@ -1,0 +1,2 @@
+pub(crate) mod broker_messages;
+pub(crate) mod jobs;

@@ -1,0 +1,166 @@
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::Arc;
+
+use conveyor_schemas::{Job, JobStatus};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    QuerySelect,
+};
+use uuid::Uuid;
+
+use crate::batch::Batcher;
+use crate::entity::jobs;
+use crate::{Database, StoreError};
+
+/// Rows per group commit; 19 columns a row keeps one statement well under SQLite's 32,766
+/// bound parameters.
+const WRITE_BATCH: usize = 500;
+
+/// Jobs in the database: written in group commits, read from the replica when there is one.
+#[derive(Clone)]
+pub struct JobStore {
+    writes: Batcher<Job>,
+    db: Database,
+}
+
+/// A page of `GET /v1/jobs`: newest first, strictly older than `before`.
+#[derive(Debug, Clone)]
+pub struct JobQuery {
+    pub job_type: Option<String>,
+    pub status: Option<JobStatus>,
+    pub before: Option<Uuid>,
+    pub limit: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobPage {
+    pub items: Vec<Job>,
+    /// The id to pass as `before` for the next page; `None` on the last page.
+    pub next_cursor: Option<Uuid>,
+}
+
+impl JobStore {
+    pub fn new(db: Database) -> JobStore {
+        let connection = db.write.clone();
+        let writes = Batcher::spawn("jobs", WRITE_BATCH, move |batch| {
+            upsert_newest(connection.clone(), batch)
+        });
+        JobStore { writes, db }
+    }
+
+    /// Records a snapshot and waits until it is committed.
+    pub async fn write(&self, job: Job) -> Result<(), StoreError> {
+        self.writes.commit(job).await
+    }
+
+    /// Records a snapshot in the next group commit without waiting for it: for states that a
+    /// later snapshot supersedes anyway, and that the broker can replay if this one is lost.
+    pub async fn write_soon(&self, job: Job) -> Result<(), StoreError> {
+        self.writes.enqueue(job).await
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
+        jobs::Entity::find_by_id(id)
+            .one(&self.db.read)
+            .await?
+            .map(Job::try_from)
+            .transpose()
+    }
+
+    pub async fn find_by_idempotency_key(
+        &self,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Option<Job>, StoreError> {
+        jobs::Entity::find()
+            .filter(jobs::Column::Tenant.eq(tenant))
+            .filter(jobs::Column::IdempotencyKey.eq(key))
+            .one(&self.db.read)
+            .await?
+            .map(Job::try_from)
+            .transpose()
+    }
+
+    pub async fn list(&self, tenant: &str, query: &JobQuery) -> Result<JobPage, StoreError> {
+        let mut select = jobs::Entity::find().filter(jobs::Column::Tenant.eq(tenant));
+        if let Some(job_type) = &query.job_type {
+            select = select.filter(jobs::Column::JobType.eq(job_type.as_str()));
+        }
+        if let Some(status) = query.status {
+            select = select.filter(jobs::Column::Status.eq(status.as_str()));
+        }
+        if let Some(before) = query.before {
+            select = select.filter(jobs::Column::Id.lt(before));
+        }
+        let mut rows = select
+            .order_by_desc(jobs::Column::Id)
+            .limit(query.limit + 1)
+            .all(&self.db.read)
+            .await?;
+        let next_cursor = if rows.len() as u64 > query.limit {
+            rows.truncate(query.limit as usize);
+            rows.last().map(|row| row.id)
+        } else {
+            None
+        };
+        let items = rows
+            .into_iter()
+            .map(Job::try_from)
+            .collect::<Result<_, _>>()?;
+        Ok(JobPage { items, next_cursor })
+    }
+}
+
+/// Writes the newest snapshot of each job in `batch`, unless the row already holds a newer one or
+/// a terminal one: the database, like the cache, never moves a job backwards.
+async fn upsert_newest(db: DatabaseConnection, batch: Arc<Vec<Job>>) -> Result<(), StoreError> {
+    let mut newest: HashMap<Uuid, &Job> = HashMap::with_capacity(batch.len());
+    for job in batch.iter() {
+        match newest.entry(job.id) {
+            Entry::Occupied(mut seen) if job.version > seen.get().version => {
+                seen.insert(job);
+            }
+            Entry::Occupied(_) => {}
+            Entry::Vacant(slot) => {
+                slot.insert(job);
+            }
+        }
+    }
+    let rows = newest
+        .into_values()
+        .map(|job| jobs::Model::from(job).into_active_model());
+    let terminal: Vec<String> = JobStatus::ALL
+        .iter()
+        .filter(|status| status.is_terminal())
+        .map(|status| format!("'{}'", status.as_str()))
+        .collect();
+    let guard = format!(
+        "excluded.version > jobs.version AND jobs.status NOT IN ({})",
+        terminal.join(", ")
+    );
+    let on_conflict = OnConflict::column(jobs::Column::Id)
+        .update_columns([
+            jobs::Column::Status,
+            jobs::Column::Result,
+            jobs::Column::Error,
+            jobs::Column::Attempts,
+            jobs::Column::MaxAttempts,
+            jobs::Column::Progress,
+            jobs::Column::UpdatedAt,
+            jobs::Column::RunAt,
+            jobs::Column::StartedAt,
+            jobs::Column::FinishedAt,
+            jobs::Column::TimeoutMs,
+            jobs::Column::Version,
+            jobs::Column::CancelRequested,
+        ])
+        .action_and_where(Expr::cust(guard))
+        .to_owned();
+    jobs::Entity::insert_many(rows)
+        .on_conflict(on_conflict)
+        .exec_without_returning(&db)
+        .await?;
+    Ok(())
+}

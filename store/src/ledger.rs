@@ -1,0 +1,107 @@
+use std::sync::Arc;
+
+use conveyor_schemas::Job;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::{Cache, JobStore, StoreError};
+
+/// How often an update re-reads and retries when another writer changed the job first.
+const MAX_RACES: usize = 16;
+
+/// The outcome of [`Ledger::update`].
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// The change was made; this is the new snapshot.
+    Applied(Job),
+    /// The change did not apply to the job as it is; this is how it is.
+    Declined(Job),
+}
+
+/// Applies job changes to the cache (the compare-and-set point and change feed) and the store (the
+/// durable record), so that api and workers change jobs one way only.
+#[derive(Clone)]
+pub struct Ledger {
+    cache: Arc<dyn Cache>,
+    store: JobStore,
+}
+
+impl Ledger {
+    pub fn new(cache: Arc<dyn Cache>, store: JobStore) -> Ledger {
+        Ledger { cache, store }
+    }
+
+    pub fn cache(&self) -> &Arc<dyn Cache> {
+        &self.cache
+    }
+
+    pub fn store(&self) -> &JobStore {
+        &self.store
+    }
+
+    /// The job as it is: from the cache, else from the store (and then cached).
+    pub async fn get(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
+        if let Some(job) = self.cache.get_job(id).await? {
+            return Ok(Some(job));
+        }
+        let Some(job) = self.store.get(id).await? else {
+            return Ok(None);
+        };
+        self.cache.put_job(&job).await?;
+        Ok(Some(job))
+    }
+
+    /// A job the broker has accepted: visible at once, before any worker has seen it.
+    pub async fn accepted(&self, job: &Job) -> Result<(), StoreError> {
+        self.cache.put_job(job).await?;
+        Ok(())
+    }
+
+    /// A job as a command carries it: recorded in the store (and the cache, if newer) so that it
+    /// can be listed and looked up even with a cold cache. Idempotent.
+    pub async fn record(&self, job: &Job) -> Result<(), StoreError> {
+        self.cache.put_job(job).await?;
+        self.store.write_soon(job.clone()).await
+    }
+
+    /// Changes a job by `change`, which sees the job as it is and returns it as it should be (or
+    /// `None` to leave it). Retries when another writer got there first; `fallback` stands in for
+    /// a job neither the cache nor the store knows yet. Terminal snapshots are committed to the
+    /// store before this returns.
+    pub async fn update(
+        &self,
+        fallback: &Job,
+        mut change: impl FnMut(&Job) -> Option<Job>,
+    ) -> Result<Change, StoreError> {
+        for _ in 0..MAX_RACES {
+            let current = self
+                .get(fallback.id)
+                .await?
+                .unwrap_or_else(|| fallback.clone());
+            let Some(changed) = change(&current) else {
+                return Ok(Change::Declined(current));
+            };
+            let mut next = current.next();
+            next = Job {
+                version: next.version,
+                updated_at: next.updated_at,
+                ..changed
+            };
+            if !self.cache.put_job(&next).await? {
+                continue;
+            }
+            if next.status.is_terminal() {
+                self.store.write(next.clone()).await?;
+            } else {
+                self.store.write_soon(next.clone()).await?;
+            }
+            return Ok(Change::Applied(next));
+        }
+        Err(StoreError::Contended(fallback.id))
+    }
+
+    /// Every change kept from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Job>> {
+        self.cache.subscribe()
+    }
+}

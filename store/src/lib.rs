@@ -1,0 +1,18 @@
+//! Where jobs live: the SQL store (sea-orm, PostgreSQL or SQLite), the cache (snapshots,
+//! idempotency keys, change fan-out) and the [`Ledger`] that applies every state change to both.
+
+mod batch;
+pub mod cache;
+mod db;
+mod entity;
+mod error;
+mod jobs;
+mod journal;
+mod ledger;
+
+pub use cache::{Cache, CacheKind, IdempotencyClaim, MemoryCache};
+pub use db::{Database, DatabaseKind};
+pub use error::StoreError;
+pub use jobs::{JobPage, JobQuery, JobStore};
+pub use journal::SqlJournal;
+pub use ledger::{Change, Ledger};
