@@ -1,0 +1,16 @@
+//! The worker runtime: consume commands, run handlers with bounded concurrency, timeouts,
+//! cancellation and retries, and record every outcome exactly once through the ledger. Plus the
+//! built-in job handlers.
+
+mod attempt;
+mod backoff;
+pub mod builtin;
+mod handler;
+mod metrics;
+mod pool;
+mod registry;
+
+pub use backoff::Backoff;
+pub use handler::{Handler, JobContext, JobError};
+pub use pool::{WorkerPool, WorkerSettings};
+pub use registry::Registry;

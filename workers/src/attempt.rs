@@ -1,0 +1,252 @@
+//! One delivery of a `job.run.v1` command, from claim to acknowledgement.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use conveyor_events::{Command, Delivery, Outgoing};
+use conveyor_schemas::{Job, JobStatus};
+use conveyor_store::Change;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::handler::{Handler, JobContext, JobError};
+use crate::metrics;
+use crate::pool::Shared;
+
+/// Pause before handing a message back after a failure to record, so that a database outage does
+/// not turn into a hot redelivery loop.
+const REDELIVERY_PAUSE: Duration = Duration::from_millis(500);
+
+#[derive(Debug)]
+enum Outcome {
+    Succeeded(Value),
+    Cancelled,
+    Failed(JobError),
+}
+
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error(transparent)]
+    Store(#[from] conveyor_store::StoreError),
+    #[error(transparent)]
+    Broker(#[from] conveyor_events::BrokerError),
+}
+
+/// Handles a delivery and settles it: acknowledged once its outcome is recorded, handed back
+/// otherwise.
+pub(crate) async fn process(shared: &Shared, delivery: Delivery) {
+    let job = match Command::decode(&delivery.payload) {
+        Ok(Command::RunJob { job }) => job,
+        Err(error) => {
+            tracing::error!(key = %delivery.key, %error, "Dead-lettering an undecodable command.");
+            let dead = Outgoing::now(delivery.key.clone(), delivery.payload.clone());
+            if let Err(error) = shared
+                .broker
+                .publish(&shared.topics.dead_letter(), vec![dead])
+                .await
+            {
+                tracing::error!(%error, "Could not dead-letter the command; it will be redelivered.");
+                tokio::time::sleep(REDELIVERY_PAUSE).await;
+                let _ = delivery.nack().await;
+                return;
+            }
+            let _ = delivery.ack().await;
+            return;
+        }
+    };
+    let job_id = job.id;
+    match handle(shared, job).await {
+        Ok(()) => {
+            if let Err(error) = delivery.ack().await {
+                tracing::warn!(%job_id, %error, "Acknowledgement failed; the command may be redelivered.");
+            }
+        }
+        Err(error) => {
+            tracing::error!(%job_id, %error, "Could not record the attempt; handing the command back.");
+            tokio::time::sleep(REDELIVERY_PAUSE).await;
+            let _ = delivery.nack().await;
+        }
+    }
+}
+
+#[tracing::instrument(skip_all, fields(job_id = %command_job.id, job_type = %command_job.job_type))]
+async fn handle(shared: &Shared, command_job: Job) -> Result<(), AttemptError> {
+    let ledger = &shared.ledger;
+    ledger.record(&command_job).await?;
+    let current = ledger
+        .get(command_job.id)
+        .await?
+        .unwrap_or_else(|| command_job.clone());
+    if current.status.is_terminal() {
+        return Ok(());
+    }
+    let now = Utc::now();
+    if let Some(run_at) = current.run_at.filter(|at| *at > now)
+        && current.status != JobStatus::Running
+    {
+        // Not due yet: the broker holds it until it is.
+        hold_until(shared, &current, run_at).await?;
+        return Ok(());
+    }
+    if current.status == JobStatus::Running && current.cancel_requested {
+        // Its worker died after the client asked to cancel: nothing left to stop.
+        finish(shared, &current, Outcome::Cancelled).await?;
+        return Ok(());
+    }
+    let Some(handler) = shared.registry.get(&current.job_type) else {
+        let error = format!("no worker handles jobs of type `{}`", current.job_type);
+        finish(shared, &current, Outcome::Failed(JobError::Permanent(error))).await?;
+        return Ok(());
+    };
+    let Change::Applied(running) = ledger.update(&current, |job| start(job, &current)).await? else {
+        return Ok(());
+    };
+    metrics::QUEUE_WAIT_SECONDS
+        .with_label_values(&[&running.job_type])
+        .observe(
+            (now - current.run_at.unwrap_or(current.created_at))
+                .to_std()
+                .unwrap_or_default()
+                .as_secs_f64(),
+        );
+    if running.attempts > running.max_attempts {
+        let lost = JobError::Permanent(format!(
+            "the worker running attempt {} was lost, and no attempts remain",
+            running.max_attempts
+        ));
+        finish(shared, &running, Outcome::Failed(lost)).await?;
+        return Ok(());
+    }
+    let outcome = execute(shared, handler, &running).await;
+    finish(shared, &running, outcome).await
+}
+
+/// The attempt may start if the job waits for one, or if it was already `running` when we looked
+/// and has not changed since: its worker was lost, and this delivery is the broker's redelivery.
+fn start(job: &Job, seen: &Job) -> Option<Job> {
+    let takeover = job.status == JobStatus::Running && job.version == seen.version;
+    (job.status.is_waiting() || takeover).then(|| Job {
+        status: JobStatus::Running,
+        attempts: job.attempts + 1,
+        started_at: Some(Utc::now()),
+        progress: None,
+        run_at: None,
+        ..job.clone()
+    })
+}
+
+async fn execute(shared: &Shared, handler: Arc<dyn Handler>, running: &Job) -> Outcome {
+    let timeout = running
+        .timeout_ms
+        .map(Duration::from_millis)
+        .unwrap_or(shared.settings.default_timeout);
+    let cancel = CancellationToken::new();
+    shared
+        .running
+        .lock()
+        .unwrap()
+        .insert(running.id, cancel.clone());
+    metrics::RUNNING.inc();
+    let timer = metrics::RUN_SECONDS
+        .with_label_values(&[&running.job_type])
+        .start_timer();
+    let context = JobContext::new(running.clone(), shared.ledger.clone(), cancel.clone());
+    let result = tokio::select! {
+        result = tokio::time::timeout(timeout, handler.run(running.payload.clone(), context)) => {
+            result.unwrap_or_else(|_| Err(JobError::Retryable(format!("timed out after {} ms", timeout.as_millis()))))
+        }
+        _ = cancel.cancelled() => Err(JobError::Permanent("cancelled".into())),
+    };
+    timer.observe_duration();
+    metrics::RUNNING.dec();
+    shared.running.lock().unwrap().remove(&running.id);
+    match result {
+        _ if cancel.is_cancelled() => Outcome::Cancelled,
+        Ok(value) => Outcome::Succeeded(value),
+        Err(error) => Outcome::Failed(error),
+    }
+}
+
+/// Records how the attempt ended; schedules the next one or dead-letters the job.
+async fn finish(shared: &Shared, attempt: &Job, outcome: Outcome) -> Result<(), AttemptError> {
+    let now = Utc::now();
+    let retry_at = match &outcome {
+        Outcome::Failed(JobError::Retryable(_)) if attempt.attempts < attempt.max_attempts => {
+            let delay = shared.settings.backoff.delay(attempt.attempts);
+            Some(now + chrono::Duration::from_std(delay).unwrap_or_default())
+        }
+        _ => None,
+    };
+    let change = shared
+        .ledger
+        .update(attempt, |job| {
+            if job.status.is_terminal() || job.attempts != attempt.attempts {
+                return None;
+            }
+            let mut next = job.clone();
+            match (&outcome, retry_at) {
+                (Outcome::Succeeded(result), _) => {
+                    next.status = JobStatus::Succeeded;
+                    next.result = Some(result.clone());
+                    next.error = None;
+                    next.progress = Some(1.0);
+                }
+                (Outcome::Cancelled, _) => {
+                    next.status = JobStatus::Cancelled;
+                    next.error = Some("cancelled at the client's request".into());
+                }
+                (Outcome::Failed(error), Some(at)) => {
+                    next.status = JobStatus::Retrying;
+                    next.error = Some(error.to_string());
+                    next.run_at = Some(at);
+                }
+                (Outcome::Failed(error), None) => {
+                    next.status = JobStatus::Failed;
+                    next.error = Some(error.to_string());
+                }
+            }
+            if next.status.is_terminal() {
+                next.finished_at = Some(now);
+            }
+            Some(next)
+        })
+        .await?;
+    let Change::Applied(recorded) = change else {
+        return Ok(());
+    };
+    metrics::FINISHED
+        .with_label_values(&[&recorded.job_type, recorded.status.as_str()])
+        .inc();
+    match recorded.status {
+        JobStatus::Retrying => {
+            let at = recorded.run_at.unwrap_or(now);
+            hold_until(shared, &recorded, at).await?;
+        }
+        JobStatus::Failed => {
+            tracing::warn!(error = recorded.error.as_deref().unwrap_or_default(), attempts = recorded.attempts, "Job failed; dead-lettering it.");
+            let command = Command::RunJob { job: recorded.clone() };
+            let dead = Outgoing::now(recorded.id.to_string(), command.encode());
+            shared
+                .broker
+                .publish(&shared.topics.dead_letter(), vec![dead])
+                .await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+async fn hold_until(
+    shared: &Shared,
+    job: &Job,
+    at: chrono::DateTime<Utc>,
+) -> Result<(), AttemptError> {
+    let command = Command::RunJob { job: job.clone() };
+    let message = Outgoing::at(job.id.to_string(), command.encode(), at);
+    shared
+        .broker
+        .publish(&shared.topics.jobs(), vec![message])
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,36 @@
+use std::sync::LazyLock;
+
+use prometheus::{HistogramVec, IntCounterVec, IntGauge, register_histogram_vec, register_int_counter_vec, register_int_gauge};
+
+pub(crate) static FINISHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "conveyor_jobs_finished_total",
+        "Attempts finished, by job type and outcome (succeeded, retrying, failed, cancelled).",
+        &["type", "outcome"]
+    )
+    .unwrap()
+});
+
+pub(crate) static RUN_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "conveyor_job_run_seconds",
+        "How long handlers ran, by job type.",
+        &["type"],
+        prometheus::exponential_buckets(0.0005, 4.0, 12).unwrap()
+    )
+    .unwrap()
+});
+
+pub(crate) static QUEUE_WAIT_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "conveyor_job_queue_wait_seconds",
+        "From when an attempt was due to when a worker started it, by job type.",
+        &["type"],
+        prometheus::exponential_buckets(0.0005, 4.0, 12).unwrap()
+    )
+    .unwrap()
+});
+
+pub(crate) static RUNNING: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("conveyor_jobs_running", "Attempts running in this process now.").unwrap()
+});
