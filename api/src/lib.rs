@@ -1,0 +1,147 @@
+//! The HTTP API: routes, authentication, problem responses, HTTP caching, long-poll and SSE.
+//! Business rules live in the services it calls; this crate is the only one that knows actix-web.
+
+mod auth;
+mod metrics;
+mod openapi;
+mod problem;
+mod readiness;
+mod routes;
+mod service;
+mod sse;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::error::JsonPayloadError;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use conveyor_events::{Broker, Topics};
+use conveyor_schemas::JobTypeCatalog;
+use conveyor_store::{Database, Ledger};
+
+pub use auth::{EVENTS_READ, JOBS_READ, JOBS_WRITE};
+pub use openapi::ApiDoc;
+pub use problem::{ApiError, Problem};
+
+use crate::auth::Authenticator;
+use crate::readiness::Readiness;
+use crate::service::{JobService, JobServiceSettings};
+
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub jwt_secret: Vec<u8>,
+    /// Largest request body accepted; larger ones get `413`.
+    pub max_body_bytes: usize,
+    /// Cap on `?wait=` long-polls.
+    pub max_wait: Duration,
+    pub default_max_attempts: u32,
+    pub topics: Topics,
+    /// HTTP worker threads; 0 for one per core.
+    pub http_workers: usize,
+}
+
+/// What the API talks to.
+#[derive(Clone)]
+pub struct ApiDependencies {
+    pub broker: Arc<dyn Broker>,
+    pub ledger: Ledger,
+    pub database: Database,
+}
+
+/// A bound, not yet awaited, API server.
+pub struct Api {
+    server: Server,
+    port: u16,
+}
+
+impl Api {
+    /// Binds `listen` (port 0 picks a free port) and builds the server; await [`Api::server`] to
+    /// run it.
+    pub fn bind(
+        listen: &str,
+        dependencies: ApiDependencies,
+        settings: ApiSettings,
+    ) -> std::io::Result<Api> {
+        let listener = TcpListener::bind(listen)?;
+        let port = listener.local_addr()?.port();
+        let service = web::Data::new(JobService::new(
+            dependencies.broker.clone(),
+            dependencies.ledger.clone(),
+            Arc::new(JobTypeCatalog::built_in()),
+            JobServiceSettings {
+                topics: settings.topics.clone(),
+                default_max_attempts: settings.default_max_attempts,
+            },
+        ));
+        let readiness = web::Data::new(Readiness {
+            broker: dependencies.broker,
+            database: dependencies.database,
+            ledger: dependencies.ledger,
+            topics: settings.topics.clone(),
+        });
+        let authenticator = web::Data::new(Authenticator::hs256(&settings.jwt_secret));
+        let max_body = settings.max_body_bytes;
+        let http_workers = settings.http_workers;
+        let settings = web::Data::new(settings);
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap(from_fn(metrics::observe))
+                .app_data(json_config(max_body))
+                .app_data(service.clone())
+                .app_data(readiness.clone())
+                .app_data(authenticator.clone())
+                .app_data(settings.clone())
+                .configure(routes::configure)
+                .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::RouteNotFound) }))
+        })
+        .disable_signals()
+        .shutdown_timeout(10)
+        .listen(listener)?;
+        if http_workers > 0 {
+            server = server.workers(http_workers);
+        }
+        Ok(Api {
+            server: server.run(),
+            port,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server gracefully when asked.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    pub fn server(self) -> Server {
+        self.server
+    }
+}
+
+/// Body errors as problems: too large `413`, not JSON `415`, unparseable `400`.
+fn json_config(limit: usize) -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(limit)
+        .content_type(|mime| {
+            mime.type_() == "application"
+                && (mime.subtype() == "json" || mime.suffix().is_some_and(|s| s == "json"))
+        })
+        .error_handler(move |error, _| {
+            match error {
+                JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
+                    ApiError::PayloadTooLarge { limit }
+                }
+                JsonPayloadError::Payload(actix_web::error::PayloadError::Overflow) => {
+                    ApiError::PayloadTooLarge { limit }
+                }
+                JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+                other => ApiError::MalformedJson(other.to_string()),
+            }
+            .into()
+        })
+}

@@ -1,0 +1,111 @@
+//! Bearer JWT authentication (HS256) and per-route scopes.
+
+use std::future::{Ready, ready};
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, web};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::problem::ApiError;
+
+pub const JOBS_WRITE: &str = "jobs:write";
+pub const JOBS_READ: &str = "jobs:read";
+pub const EVENTS_READ: &str = "events:read";
+
+/// Checks tokens. Only HS256 is accepted, so `alg: none` and algorithm swaps are refused.
+pub struct Authenticator {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    tenant: String,
+    #[serde(default)]
+    scope: String,
+}
+
+impl Authenticator {
+    pub fn hs256(secret: &[u8]) -> Authenticator {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.leeway = 30;
+        Authenticator {
+            key: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    fn verify(&self, token: &str) -> Result<Caller, ApiError> {
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|error| {
+                ApiError::InvalidToken(match error.kind() {
+                    ErrorKind::ExpiredSignature => "it has expired".into(),
+                    ErrorKind::ImmatureSignature => "it is not valid yet".into(),
+                    ErrorKind::InvalidSignature => "its signature does not match".into(),
+                    ErrorKind::InvalidAlgorithm => "only HS256 tokens are accepted".into(),
+                    ErrorKind::MissingRequiredClaim(claim) => format!("it has no `{claim}` claim"),
+                    ErrorKind::Json(_) => "its claims must include `sub`, `tenant` and `exp`".into(),
+                    _ => "it is malformed".into(),
+                })
+            })?
+            .claims;
+        if claims.tenant.is_empty() {
+            return Err(ApiError::InvalidToken("its `tenant` claim is empty".into()));
+        }
+        Ok(Caller {
+            subject: claims.sub,
+            tenant: claims.tenant,
+            scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
+        })
+    }
+}
+
+/// Who is calling, from a verified token.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub subject: String,
+    pub tenant: String,
+    scopes: Vec<String>,
+}
+
+impl Caller {
+    pub fn require(&self, scope: &'static str) -> Result<(), ApiError> {
+        if self.scopes.iter().any(|s| s == scope || s == "admin") {
+            Ok(())
+        } else {
+            Err(ApiError::MissingScope(scope))
+        }
+    }
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Ready<Result<Caller, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(request))
+    }
+}
+
+fn authenticate(request: &HttpRequest) -> Result<Caller, ApiError> {
+    let authenticator = request
+        .app_data::<web::Data<Authenticator>>()
+        .ok_or_else(|| ApiError::Internal("no authenticator configured".into()))?;
+    let value = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or(ApiError::MissingToken)?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::InvalidToken("use `Authorization: Bearer <token>`".into()))?;
+    authenticator.verify(token)
+}

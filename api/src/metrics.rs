@@ -1,0 +1,62 @@
+use std::sync::LazyLock;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use prometheus::{
+    HistogramVec, IntCounterVec, IntGaugeVec, register_histogram_vec, register_int_counter_vec,
+    register_int_gauge_vec,
+};
+
+pub(crate) static SUBMITTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "conveyor_jobs_submitted_total",
+        "Jobs accepted (202), by job type.",
+        &["type"]
+    )
+    .unwrap()
+});
+
+pub(crate) static HTTP_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "conveyor_http_request_duration_seconds",
+        "HTTP request latency, by method, route and status.",
+        &["method", "route", "status"],
+        prometheus::exponential_buckets(0.0001, 3.0, 14).unwrap()
+    )
+    .unwrap()
+});
+
+pub(crate) static QUEUE_DEPTH: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "conveyor_queue_depth",
+        "Messages waiting on a topic (ready or delayed), as of the last scrape.",
+        &["topic"]
+    )
+    .unwrap()
+});
+
+/// Times every request, labelled by route pattern (not path) to keep the label set small.
+pub(crate) async fn observe(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let response = next.call(request).await?;
+    let route = response
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".into());
+    HTTP_SECONDS
+        .with_label_values(&[&method, &route, response.status().as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    Ok(response)
+}
+
+pub(crate) fn render() -> String {
+    prometheus::TextEncoder::new()
+        .encode_to_string(&prometheus::gather())
+        .unwrap_or_default()
+}

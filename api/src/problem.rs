@@ -1,0 +1,176 @@
+//! One error shape on the wire: `application/problem+json` (RFC 9457) with a stable `code`.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use conveyor_schemas::{FieldError, JobStatus};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Seconds a client should wait before retrying when the broker could not take a job.
+const RETRY_AFTER_SECS: u32 = 1;
+
+/// An RFC 9457 problem. `code` is stable and machine-readable; `field` names the offending input.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    pub code: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Every offending field, when there is more than one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no bearer token was given")]
+    MissingToken,
+    #[error("the bearer token is not valid: {0}")]
+    InvalidToken(String),
+    #[error("this operation needs the `{0}` scope")]
+    MissingScope(&'static str),
+    #[error("the body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("{message}")]
+    InvalidField { field: String, message: String },
+    #[error("{message}")]
+    InvalidQuery { field: String, message: String },
+    #[error("there is no job type `{0}`; GET /v1/job-types lists them")]
+    UnknownJobType(String),
+    #[error("the payload does not match the schema of `{job_type}`")]
+    InvalidPayload {
+        job_type: String,
+        errors: Vec<FieldError>,
+    },
+    #[error("the body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the body must be JSON, sent with Content-Type: application/json")]
+    UnsupportedMediaType,
+    #[error("there is no job with this id")]
+    JobNotFound,
+    #[error("there is no such route; /docs lists them")]
+    RouteNotFound,
+    #[error("the job is already {} and cannot be cancelled", .0.as_str())]
+    NotCancellable(JobStatus),
+    #[error("this Idempotency-Key was used with a different request")]
+    IdempotencyKeyReused,
+    #[error("a request with this Idempotency-Key is still being accepted; retry shortly")]
+    IdempotencyKeyInUse,
+    #[error("the job could not be handed to the broker ({0}); nothing was accepted, retry later")]
+    BrokerUnavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The table: each error's HTTP status, stable code and title.
+    fn describe(&self) -> (StatusCode, &'static str, &'static str) {
+        use ApiError::*;
+        match self {
+            MissingToken => (StatusCode::UNAUTHORIZED, "missing_token", "Authentication required"),
+            InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token", "Invalid token"),
+            MissingScope(_) => (StatusCode::FORBIDDEN, "insufficient_scope", "Insufficient scope"),
+            MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json", "Malformed JSON"),
+            InvalidField { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "Invalid field"),
+            InvalidQuery { .. } => (StatusCode::BAD_REQUEST, "invalid_query", "Invalid query parameter"),
+            UnknownJobType(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_job_type", "Unknown job type"),
+            InvalidPayload { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_payload", "Invalid payload"),
+            PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "Request body too large"),
+            UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Unsupported media type"),
+            JobNotFound => (StatusCode::NOT_FOUND, "job_not_found", "Job not found"),
+            RouteNotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
+            NotCancellable(_) => (StatusCode::CONFLICT, "job_not_cancellable", "Job not cancellable"),
+            IdempotencyKeyReused => (StatusCode::CONFLICT, "idempotency_key_reused", "Idempotency key reused"),
+            IdempotencyKeyInUse => (StatusCode::CONFLICT, "idempotency_key_in_use", "Idempotency key in use"),
+            BrokerUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", "Broker unavailable"),
+            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error"),
+        }
+    }
+
+    fn field(&self) -> Option<String> {
+        match self {
+            ApiError::InvalidField { field, .. } | ApiError::InvalidQuery { field, .. } => {
+                Some(field.clone())
+            }
+            ApiError::UnknownJobType(_) => Some("type".into()),
+            ApiError::InvalidPayload { errors, .. } => errors.first().map(|e| e.field.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn problem(&self) -> Problem {
+        let (status, code, title) = self.describe();
+        let detail = match self {
+            ApiError::InvalidPayload { errors, .. } => {
+                let reasons: Vec<String> = errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect();
+                format!("{self}: {}", reasons.join("; "))
+            }
+            _ => self.to_string(),
+        };
+        Problem {
+            problem_type: format!("https://conveyor.dev/problems/{code}"),
+            title: title.into(),
+            status: status.as_u16(),
+            detail,
+            code,
+            field: self.field(),
+            errors: match self {
+                ApiError::InvalidPayload { errors, .. } => errors.clone(),
+                _ => Vec::new(),
+            },
+        }
+    }
+}
+
+impl From<conveyor_store::StoreError> for ApiError {
+    fn from(error: conveyor_store::StoreError) -> Self {
+        ApiError::Internal(error.to_string())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.describe().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ApiError::Internal(cause) = self {
+            tracing::error!(cause = %cause, "Request failed with an internal error.");
+        }
+        let problem = self.problem();
+        let mut response = HttpResponse::build(self.status_code());
+        response.content_type("application/problem+json");
+        match self {
+            ApiError::MissingToken => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"conveyor\""));
+            }
+            ApiError::InvalidToken(_) => {
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    "Bearer realm=\"conveyor\", error=\"invalid_token\"",
+                ));
+            }
+            ApiError::MissingScope(scope) => {
+                let challenge = format!(
+                    "Bearer realm=\"conveyor\", error=\"insufficient_scope\", scope=\"{scope}\""
+                );
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    response.insert_header((header::WWW_AUTHENTICATE, value));
+                }
+            }
+            ApiError::BrokerUnavailable(_) | ApiError::IdempotencyKeyInUse => {
+                response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
+            }
+            _ => {}
+        }
+        response.json(problem)
+    }
+}

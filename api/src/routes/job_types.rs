@@ -1,0 +1,35 @@
+use actix_web::{HttpResponse, web};
+use conveyor_schemas::JobTypeInfo;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::auth::{Caller, JOBS_READ};
+use crate::problem::{ApiError, Problem};
+use crate::service::JobService;
+
+#[derive(Serialize, ToSchema)]
+pub struct JobTypeList {
+    pub items: Vec<JobTypeInfo>,
+}
+
+/// List job types
+///
+/// Each type's name, description and the JSON Schema its payloads must satisfy.
+#[utoipa::path(
+    get, path = "/v1/job-types", tag = "jobs",
+    responses(
+        (status = 200, description = "The job types", body = JobTypeList),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Token lacks `jobs:read`", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["jobs:read"]))
+)]
+pub(crate) async fn list(
+    caller: Caller,
+    service: web::Data<JobService>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(JOBS_READ)?;
+    Ok(HttpResponse::Ok().json(JobTypeList {
+        items: service.catalog().types().cloned().collect(),
+    }))
+}

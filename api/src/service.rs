@@ -1,0 +1,325 @@
+//! What the routes ask for, done through the broker (to accept work) and the ledger (to read and
+//! change jobs). No HTTP here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use conveyor_events::{Broker, Command, Outgoing, Topics};
+use conveyor_schemas::{Job, JobStatus, JobTypeCatalog, PayloadRejected};
+use conveyor_store::{Change, IdempotencyClaim, JobPage, JobQuery, Ledger};
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::sync::broadcast::error::RecvError;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::metrics;
+use crate::problem::ApiError;
+
+/// How long a request that reuses an idempotency key waits for the first request's job.
+const IDEMPOTENT_WAIT: Duration = Duration::from_secs(5);
+const MAX_ATTEMPTS_LIMIT: u32 = 100;
+const TIMEOUT_MS_LIMIT: u64 = 24 * 60 * 60 * 1000;
+
+/// The body of `POST /v1/jobs`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitJob {
+    /// A job type from `GET /v1/job-types`.
+    #[serde(rename = "type")]
+    pub job_type: String,
+    /// Must satisfy the type's payload schema. Defaults to `{}`.
+    #[serde(default = "empty_object")]
+    pub payload: Value,
+    /// Attempts before the job fails for good (1 to 100).
+    pub max_attempts: Option<u32>,
+    /// Not before this time (RFC 3339); the job waits as `scheduled`.
+    pub run_at: Option<DateTime<Utc>>,
+    /// Time limit of each attempt, in milliseconds (1 to 86,400,000).
+    pub timeout_ms: Option<u64>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+#[derive(Clone)]
+pub struct JobServiceSettings {
+    pub topics: Topics,
+    pub default_max_attempts: u32,
+}
+
+pub enum Submitted {
+    /// Accepted now: `202`.
+    Created(Job),
+    /// Accepted earlier under the same idempotency key: `200`.
+    Existing(Job),
+}
+
+pub enum Cancelled {
+    /// It was waiting and is now `cancelled`: `200`.
+    Now(Job),
+    /// It is running; its handler has been told: `202`.
+    Requested(Job),
+}
+
+#[derive(Clone)]
+pub struct JobService {
+    broker: Arc<dyn Broker>,
+    ledger: Ledger,
+    catalog: Arc<JobTypeCatalog>,
+    settings: JobServiceSettings,
+}
+
+impl JobService {
+    pub fn new(
+        broker: Arc<dyn Broker>,
+        ledger: Ledger,
+        catalog: Arc<JobTypeCatalog>,
+        settings: JobServiceSettings,
+    ) -> JobService {
+        JobService {
+            broker,
+            ledger,
+            catalog,
+            settings,
+        }
+    }
+
+    pub fn catalog(&self) -> &JobTypeCatalog {
+        &self.catalog
+    }
+
+    /// Accepts a job: `Created` only once the broker holds its command durably.
+    pub async fn submit(
+        &self,
+        caller: &Caller,
+        request: SubmitJob,
+        idempotency_key: Option<String>,
+    ) -> Result<Submitted, ApiError> {
+        self.validate(&request)?;
+        let job = self.new_job(caller, request, idempotency_key);
+        if let Some(key) = &job.idempotency_key
+            && let Some(existing) = self.claim_key(&job, key).await?
+        {
+            return Ok(Submitted::Existing(existing));
+        }
+        let command = Command::RunJob { job: job.clone() };
+        let message = Outgoing::now(job.id.to_string(), command.encode());
+        if let Err(error) = self
+            .broker
+            .publish(&self.settings.topics.jobs(), vec![message])
+            .await
+        {
+            if let Some(key) = &job.idempotency_key {
+                self.ledger
+                    .cache()
+                    .release_idempotency_key(&job.tenant, key)
+                    .await?;
+            }
+            return Err(ApiError::BrokerUnavailable(error.to_string()));
+        }
+        self.ledger.accepted(&job).await?;
+        tracing::debug!(job_id = %job.id, tenant = %job.tenant, subject = %caller.subject, job_type = %job.job_type, "Job accepted.");
+        metrics::SUBMITTED.with_label_values(&[&job.job_type]).inc();
+        Ok(Submitted::Created(job))
+    }
+
+    fn validate(&self, request: &SubmitJob) -> Result<(), ApiError> {
+        if let Some(max_attempts) = request.max_attempts
+            && !(1..=MAX_ATTEMPTS_LIMIT).contains(&max_attempts)
+        {
+            return Err(ApiError::InvalidField {
+                field: "max_attempts".into(),
+                message: format!("max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}"),
+            });
+        }
+        if let Some(timeout_ms) = request.timeout_ms
+            && !(1..=TIMEOUT_MS_LIMIT).contains(&timeout_ms)
+        {
+            return Err(ApiError::InvalidField {
+                field: "timeout_ms".into(),
+                message: format!("timeout_ms must be between 1 and {TIMEOUT_MS_LIMIT}"),
+            });
+        }
+        self.catalog
+            .validate(&request.job_type, &request.payload)
+            .map_err(|rejected| match rejected {
+                PayloadRejected::UnknownType(name) => ApiError::UnknownJobType(name),
+                PayloadRejected::Invalid { job_type, errors } => {
+                    ApiError::InvalidPayload { job_type, errors }
+                }
+            })
+    }
+
+    fn new_job(&self, caller: &Caller, request: SubmitJob, idempotency_key: Option<String>) -> Job {
+        let now = Utc::now();
+        let scheduled = request.run_at.is_some_and(|at| at > now);
+        Job {
+            id: Uuid::now_v7(),
+            job_type: request.job_type,
+            status: if scheduled {
+                JobStatus::Scheduled
+            } else {
+                JobStatus::Queued
+            },
+            payload: request.payload,
+            result: None,
+            error: None,
+            attempts: 0,
+            max_attempts: request
+                .max_attempts
+                .unwrap_or(self.settings.default_max_attempts),
+            progress: None,
+            created_at: now,
+            updated_at: now,
+            run_at: request.run_at,
+            started_at: None,
+            finished_at: None,
+            timeout_ms: request.timeout_ms,
+            version: 1,
+            tenant: caller.tenant.clone(),
+            cancel_requested: false,
+            idempotency_key,
+        }
+    }
+
+    /// Claims the job's idempotency key; returns the job that holds it already, if any.
+    async fn claim_key(&self, job: &Job, key: &str) -> Result<Option<Job>, ApiError> {
+        let fingerprint = fingerprint(job);
+        let claim = IdempotencyClaim {
+            job_id: job.id,
+            request_hash: fingerprint.clone(),
+        };
+        let cache = self.ledger.cache();
+        let holder = match cache.claim_idempotency_key(&job.tenant, key, claim).await? {
+            Some(holder) => holder,
+            // The cache may have forgotten a key that the store still remembers.
+            None => match self
+                .ledger
+                .store()
+                .find_by_idempotency_key(&job.tenant, key)
+                .await?
+            {
+                Some(recorded) => IdempotencyClaim {
+                    job_id: recorded.id,
+                    request_hash: self::fingerprint(&recorded),
+                },
+                None => return Ok(None),
+            },
+        };
+        if holder.request_hash != fingerprint {
+            return Err(ApiError::IdempotencyKeyReused);
+        }
+        let deadline = tokio::time::Instant::now() + IDEMPOTENT_WAIT;
+        loop {
+            if let Some(existing) = self.ledger.get(holder.job_id).await? {
+                return Ok(Some(existing));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ApiError::IdempotencyKeyInUse);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn get(&self, caller: &Caller, id: Uuid) -> Result<Job, ApiError> {
+        self.ledger
+            .get(id)
+            .await?
+            .filter(|job| job.tenant == caller.tenant)
+            .ok_or(ApiError::JobNotFound)
+    }
+
+    /// The job once its ETag differs from `known_etag`, or as it is after `wait`.
+    pub async fn wait_for_change(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        known_etag: Option<&str>,
+        wait: Duration,
+    ) -> Result<Job, ApiError> {
+        // Subscribed before reading, so that a change between the read and the wait is not missed.
+        let mut changes = self.ledger.subscribe();
+        let mut job = self.get(caller, id).await?;
+        if wait.is_zero() || known_etag != Some(job.etag().as_str()) {
+            return Ok(job);
+        }
+        let deadline = tokio::time::sleep(wait);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return Ok(job),
+                change = changes.recv() => match change {
+                    Ok(changed) if changed.id == id && changed.version > job.version => {
+                        return Ok((*changed).clone());
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => {
+                        let current = self.get(caller, id).await?;
+                        if current.version > job.version {
+                            return Ok(current);
+                        }
+                        job = current;
+                    }
+                    Err(RecvError::Closed) => return Ok(job),
+                }
+            }
+        }
+    }
+
+    pub async fn cancel(&self, caller: &Caller, id: Uuid) -> Result<Cancelled, ApiError> {
+        let job = self.get(caller, id).await?;
+        let change = self
+            .ledger
+            .update(&job, |current| {
+                let mut next = current.clone();
+                if current.status.is_waiting() {
+                    next.status = JobStatus::Cancelled;
+                    next.error = Some("cancelled at the client's request".into());
+                    next.finished_at = Some(Utc::now());
+                } else if current.status == JobStatus::Running && !current.cancel_requested {
+                    next.cancel_requested = true;
+                } else {
+                    return None;
+                }
+                Some(next)
+            })
+            .await?;
+        match change {
+            Change::Applied(job) if job.status == JobStatus::Cancelled => Ok(Cancelled::Now(job)),
+            Change::Applied(job) => Ok(Cancelled::Requested(job)),
+            Change::Declined(job) if job.status.is_terminal() => {
+                Err(ApiError::NotCancellable(job.status))
+            }
+            // Running, and its cancellation was asked for already.
+            Change::Declined(job) => Ok(Cancelled::Requested(job)),
+        }
+    }
+
+    pub async fn list(&self, caller: &Caller, query: &JobQuery) -> Result<JobPage, ApiError> {
+        Ok(self.ledger.store().list(&caller.tenant, query).await?)
+    }
+
+    /// Changes to jobs, for event streams; subscribe before reading the job they follow.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<Arc<Job>> {
+        self.ledger.subscribe()
+    }
+}
+
+/// What makes two submissions "the same request" for an idempotency key: computed from the job,
+/// so it can be recomputed from a stored job when the cache has forgotten the key.
+fn fingerprint(job: &Job) -> String {
+    let canonical = serde_json::json!([
+        job.job_type,
+        job.payload,
+        job.max_attempts,
+        job.run_at,
+        job.timeout_ms
+    ]);
+    let digest = Sha256::digest(canonical.to_string().as_bytes());
+    digest.iter().map(|byte| format!("{byte:02x}")).collect()
+}

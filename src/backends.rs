@@ -1,0 +1,70 @@
+//! Connects the broker, store and cache that the URLs name.
+
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use conveyor_events::{Broker, BrokerKind, MemoryBroker, Topics};
+use conveyor_store::{Cache, CacheKind, Database, JobStore, Ledger, MemoryCache, SqlJournal};
+
+use crate::config::BackendArgs;
+
+#[derive(Clone)]
+pub struct Backends {
+    pub broker: Arc<dyn Broker>,
+    pub ledger: Ledger,
+    pub database: Database,
+    pub topics: Topics,
+}
+
+/// Whether the process runs the API and the workers together (so an in-process broker can serve
+/// both) or only one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Both,
+    ApiOnly,
+    WorkerOnly,
+}
+
+impl Backends {
+    pub async fn connect(args: &BackendArgs, role: Role) -> anyhow::Result<Backends> {
+        let broker_kind = BrokerKind::parse(&args.broker_url)?;
+        let cache_kind = CacheKind::parse(&args.cache_url)?;
+        let database = Database::connect(&args.database_url, args.database_read_url.as_deref())
+            .await
+            .context("Failed to open the database")?;
+        if role == Role::Both {
+            database
+                .migrate()
+                .await
+                .context("Failed to migrate the database")?;
+        } else {
+            database.check_schema().await?;
+        }
+        let cache: Arc<dyn Cache> = match cache_kind {
+            CacheKind::Memory => Arc::new(MemoryCache::new()),
+            CacheKind::Redis { .. } => bail!(
+                "CONVEYOR_CACHE_URL: this build has no Redis cache yet; use memory://"
+            ),
+        };
+        let broker: Arc<dyn Broker> = match broker_kind {
+            BrokerKind::Memory if role != Role::Both => bail!(
+                "CONVEYOR_BROKER_URL: memory:// lives inside one process, so it only serves \
+                 `conveyor dev`; separate api and worker processes need kafka:// or amqp://"
+            ),
+            BrokerKind::Memory => {
+                let journal = Arc::new(SqlJournal::new(&database));
+                Arc::new(MemoryBroker::durable(journal).await?)
+            }
+            BrokerKind::Kafka { .. } | BrokerKind::Amqp { .. } => bail!(
+                "CONVEYOR_BROKER_URL: this build has no Kafka or RabbitMQ adapter yet; use memory://"
+            ),
+        };
+        let ledger = Ledger::new(cache, JobStore::new(database.clone()));
+        Ok(Backends {
+            broker,
+            ledger,
+            database,
+            topics: Topics::new(args.topic_prefix.clone()),
+        })
+    }
+}

@@ -1,0 +1,146 @@
+//! The command line: every option is also a `CONVEYOR_*` environment variable.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "conveyor", version, about = "Asynchronous job API: accept over HTTP, run on worker pools, poll or stream the result.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format.
+    #[arg(long, env = "CONVEYOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// API and workers in one process, on the embedded default (no services needed).
+    Dev(DevArgs),
+    /// The HTTP API only; scale it behind a load balancer.
+    Api(ApiArgs),
+    /// Workers only; scale them by running more.
+    Worker(WorkerArgs),
+    /// Bring the database schema up to date.
+    Migrate(MigrateArgs),
+    /// Mint a JWT for a tenant (signed with CONVEYOR_JWT_SECRET).
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    #[command(flatten)]
+    pub backends: BackendArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub workers: WorkerPoolArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    #[command(flatten)]
+    pub backends: BackendArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub backends: BackendArgs,
+    #[command(flatten)]
+    pub workers: WorkerPoolArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    /// The database to migrate.
+    #[arg(long, env = "CONVEYOR_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://conveyor.db?mode=rwc";
+
+#[derive(Debug, Clone, Args)]
+pub struct BackendArgs {
+    /// Broker: memory:// (in-process, durable through the database), kafka://host:9092 or
+    /// amqp://user:pass@host:5672/%2f.
+    #[arg(long, env = "CONVEYOR_BROKER_URL", default_value = "memory://")]
+    pub broker_url: String,
+    /// Store: sqlite://file.db?mode=rwc or postgres://user:pass@host/db.
+    #[arg(long, env = "CONVEYOR_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+    /// Optional read replica for job reads and lists.
+    #[arg(long, env = "CONVEYOR_DATABASE_READ_URL")]
+    pub database_read_url: Option<String>,
+    /// Cache: memory:// or redis://host:6379.
+    #[arg(long, env = "CONVEYOR_CACHE_URL", default_value = "memory://")]
+    pub cache_url: String,
+    /// Prefix of topic and queue names, so deployments (and tests) can share a broker.
+    #[arg(long, env = "CONVEYOR_TOPIC_PREFIX", default_value = "conveyor.")]
+    pub topic_prefix: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    /// Address to listen on; port 0 picks a free one.
+    #[arg(long, env = "CONVEYOR_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// HS256 secret that signs client tokens. `dev` makes one up when unset.
+    #[arg(long, env = "CONVEYOR_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "CONVEYOR_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Cap on long-poll `?wait=`, in seconds.
+    #[arg(long, env = "CONVEYOR_MAX_WAIT_SECS", default_value_t = 30)]
+    pub max_wait_secs: u64,
+    /// Attempts of a job that does not say.
+    #[arg(long, env = "CONVEYOR_DEFAULT_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub default_max_attempts: u32,
+    /// HTTP worker threads; 0 for one per core.
+    #[arg(long, env = "CONVEYOR_HTTP_WORKERS", default_value_t = 0)]
+    pub http_workers: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerPoolArgs {
+    /// Attempts run at once by this process (and messages it holds unacknowledged).
+    #[arg(long, env = "CONVEYOR_WORKER_CONCURRENCY", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub concurrency: u64,
+    /// Time limit of an attempt whose job sets no timeout_ms, in milliseconds.
+    #[arg(long, env = "CONVEYOR_JOB_TIMEOUT_MS", default_value_t = 60_000)]
+    pub job_timeout_ms: u64,
+    /// First retry delay, in milliseconds; doubles each attempt, with jitter.
+    #[arg(long, env = "CONVEYOR_RETRY_BASE_MS", default_value_t = 100)]
+    pub retry_base_ms: u64,
+    /// Longest retry delay, in milliseconds.
+    #[arg(long, env = "CONVEYOR_RETRY_MAX_MS", default_value_t = 30_000)]
+    pub retry_max_ms: u64,
+    /// How long a shutdown waits for running attempts, in seconds.
+    #[arg(long, env = "CONVEYOR_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The secret the API verifies with.
+    #[arg(long, env = "CONVEYOR_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: String,
+    #[arg(long, default_value = "dev")]
+    pub tenant: String,
+    #[arg(long, default_value = "dev")]
+    pub subject: String,
+    /// Space-separated scopes.
+    #[arg(long, default_value = "jobs:write jobs:read events:read")]
+    pub scope: String,
+    /// Validity, in hours.
+    #[arg(long, default_value_t = 24)]
+    pub hours: i64,
+}

@@ -1,0 +1,191 @@
+//! The `conveyor` command: wires the backends named by URLs to the API and the workers, and runs
+//! them as `dev` (together), `api` or `worker`.
+
+mod backends;
+pub mod config;
+pub mod token;
+
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use anyhow::Context;
+use conveyor_api::{Api, ApiDependencies, ApiSettings};
+use conveyor_workers::{Backoff, Registry, WorkerPool, WorkerSettings};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use backends::{Backends, Role};
+pub use config::{Cli, Command};
+
+use crate::config::{BackendArgs, HttpArgs, WorkerPoolArgs};
+
+/// A started Conveyor: stop it with [`Running::shutdown`], wait for it with [`Running::wait`].
+pub struct Running {
+    /// The API's port, when this process serves the API.
+    pub port: Option<u16>,
+    /// The secret that signs tokens, when this process serves the API.
+    pub jwt_secret: Option<String>,
+    shutdown: CancellationToken,
+    api: Option<ServerHandle>,
+    tasks: JoinSet<anyhow::Result<()>>,
+}
+
+impl Running {
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Runs until shutdown is asked for or a part stops with an error; then stops the API first
+    /// (no new work) and lets the workers drain.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let mut outcome = Ok(());
+        tokio::select! {
+            _ = self.shutdown.cancelled() => {}
+            Some(ended) = self.tasks.join_next() => {
+                outcome = ended.context("A task panicked").and_then(|result| result);
+            }
+        }
+        self.shutdown.cancel();
+        if let Some(api) = self.api.take() {
+            api.stop(true).await;
+        }
+        while let Some(ended) = self.tasks.join_next().await {
+            let ended = ended.context("A task panicked").and_then(|result| result);
+            if outcome.is_ok() {
+                outcome = ended;
+            }
+        }
+        outcome
+    }
+}
+
+/// Starts what `command` asks for. `migrate` and `token` finish before this returns.
+pub async fn start(command: Command) -> anyhow::Result<Running> {
+    let mut running = Running {
+        port: None,
+        jwt_secret: None,
+        shutdown: CancellationToken::new(),
+        api: None,
+        tasks: JoinSet::new(),
+    };
+    match command {
+        Command::Dev(args) => {
+            let backends = Backends::connect(&args.backends, Role::Both).await?;
+            let secret = args.http.jwt_secret.clone().unwrap_or_else(token::random_secret);
+            start_api(&mut running, &backends, &args.http, &secret)?;
+            start_workers(&mut running, &backends, &args.workers);
+            print_dev_banner(&running, &args.backends, &secret);
+        }
+        Command::Api(args) => {
+            let secret = args
+                .http
+                .jwt_secret
+                .clone()
+                .context("CONVEYOR_JWT_SECRET must be set for `conveyor api`")?;
+            let backends = Backends::connect(&args.backends, Role::ApiOnly).await?;
+            start_api(&mut running, &backends, &args.http, &secret)?;
+        }
+        Command::Worker(args) => {
+            let backends = Backends::connect(&args.backends, Role::WorkerOnly).await?;
+            start_workers(&mut running, &backends, &args.workers);
+        }
+        Command::Migrate(args) => {
+            let database = conveyor_store::Database::connect(&args.database_url, None).await?;
+            database.migrate().await.context("Failed to migrate")?;
+            tracing::info!("The database schema is up to date.");
+        }
+        Command::Token(args) => {
+            let token = token::mint(
+                args.jwt_secret.as_bytes(),
+                &args.tenant,
+                &args.subject,
+                &args.scope,
+                chrono::Duration::hours(args.hours),
+            );
+            println!("{token}");
+        }
+    }
+    Ok(running)
+}
+
+fn start_api(
+    running: &mut Running,
+    backends: &Backends,
+    http: &HttpArgs,
+    secret: &str,
+) -> anyhow::Result<()> {
+    let api = Api::bind(
+        &http.listen,
+        ApiDependencies {
+            broker: backends.broker.clone(),
+            ledger: backends.ledger.clone(),
+            database: backends.database.clone(),
+        },
+        ApiSettings {
+            jwt_secret: secret.as_bytes().to_vec(),
+            max_body_bytes: http.max_body_bytes,
+            max_wait: Duration::from_secs(http.max_wait_secs),
+            default_max_attempts: http.default_max_attempts,
+            topics: backends.topics.clone(),
+            http_workers: http.http_workers,
+        },
+    )
+    .with_context(|| format!("Failed to listen on {}", http.listen))?;
+    running.port = Some(api.port());
+    running.jwt_secret = Some(secret.to_owned());
+    running.api = Some(api.handle());
+    let server = api.server();
+    running
+        .tasks
+        .spawn(async move { server.await.context("The API server failed") });
+    Ok(())
+}
+
+fn start_workers(running: &mut Running, backends: &Backends, args: &WorkerPoolArgs) {
+    let pool = WorkerPool::new(
+        backends.broker.clone(),
+        backends.ledger.clone(),
+        Registry::built_in(),
+        backends.topics.clone(),
+        WorkerSettings {
+            concurrency: args.concurrency as usize,
+            default_timeout: Duration::from_millis(args.job_timeout_ms),
+            backoff: Backoff {
+                base: Duration::from_millis(args.retry_base_ms),
+                max: Duration::from_millis(args.retry_max_ms),
+            },
+            shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+        },
+    );
+    let shutdown = running.shutdown.clone();
+    running.tasks.spawn(async move {
+        pool.run(shutdown)
+            .await
+            .context("The worker pool could not start")
+    });
+}
+
+fn print_dev_banner(running: &Running, backends: &BackendArgs, secret: &str) {
+    let port = running.port.unwrap_or_default();
+    let token = token::mint(
+        secret.as_bytes(),
+        "dev",
+        "dev",
+        "jobs:write jobs:read events:read admin",
+        chrono::Duration::days(30),
+    );
+    println!(
+        "\nConveyor is running on http://127.0.0.1:{port} (broker {}, store {}, cache {}).\n\
+         API reference: http://127.0.0.1:{port}/docs\n\n\
+         A token for tenant `dev` with every scope, valid 30 days:\n\n  export TOKEN={token}\n\n\
+         Submit a job and follow it:\n\n  \
+         curl -si -X POST http://127.0.0.1:{port}/v1/jobs -H \"Authorization: Bearer $TOKEN\" \
+         -H 'Content-Type: application/json' -d '{{\"type\":\"sleep\",\"payload\":{{\"ms\":2000}}}}'\n  \
+         curl -sN http://127.0.0.1:{port}/v1/jobs/<id>/events -H \"Authorization: Bearer $TOKEN\"\n",
+        backends.broker_url, backends.database_url, backends.cache_url
+    );
+}
