@@ -42,9 +42,9 @@ impl Backends {
         }
         let cache: Arc<dyn Cache> = match cache_kind {
             CacheKind::Memory => Arc::new(MemoryCache::new()),
-            CacheKind::Redis { .. } => bail!(
-                "CONVEYOR_CACHE_URL: this build has no Redis cache yet; use memory://"
-            ),
+            CacheKind::Redis { .. } => {
+                bail!("CONVEYOR_CACHE_URL: this build has no Redis cache yet; use memory://")
+            }
         };
         let broker: Arc<dyn Broker> = match broker_kind {
             BrokerKind::Memory if role != Role::Both => bail!(

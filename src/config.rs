@@ -3,7 +3,12 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "conveyor", version, about = "Asynchronous job API: accept over HTTP, run on worker pools, poll or stream the result.")]
+#[command(
+    name = "conveyor",
+    version,
+    args_override_self = true,
+    about = "Asynchronous job API: accept over HTTP, run on worker pools, poll or stream the result."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

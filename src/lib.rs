@@ -75,7 +75,11 @@ pub async fn start(command: Command) -> anyhow::Result<Running> {
     match command {
         Command::Dev(args) => {
             let backends = Backends::connect(&args.backends, Role::Both).await?;
-            let secret = args.http.jwt_secret.clone().unwrap_or_else(token::random_secret);
+            let secret = args
+                .http
+                .jwt_secret
+                .clone()
+                .unwrap_or_else(token::random_secret);
             start_api(&mut running, &backends, &args.http, &secret)?;
             start_workers(&mut running, &backends, &args.workers);
             print_dev_banner(&running, &args.backends, &secret);

@@ -12,7 +12,13 @@ struct Claims<'a> {
 }
 
 /// An HS256 token as the API expects it.
-pub fn mint(secret: &[u8], tenant: &str, subject: &str, scope: &str, valid_for: Duration) -> String {
+pub fn mint(
+    secret: &[u8],
+    tenant: &str,
+    subject: &str,
+    scope: &str,
+    valid_for: Duration,
+) -> String {
     let now = Utc::now();
     let claims = Claims {
         sub: subject,
@@ -21,8 +27,12 @@ pub fn mint(secret: &[u8], tenant: &str, subject: &str, scope: &str, valid_for: 
         exp: (now + valid_for).timestamp(),
         iat: now.timestamp(),
     };
-    jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(secret))
-        .expect("HS256 signing cannot fail")
+    jsonwebtoken::encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .expect("HS256 signing cannot fail")
 }
 
 /// A fresh random secret, for `conveyor dev` when none is configured.

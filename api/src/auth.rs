@@ -49,7 +49,9 @@ impl Authenticator {
                     ErrorKind::InvalidSignature => "its signature does not match".into(),
                     ErrorKind::InvalidAlgorithm => "only HS256 tokens are accepted".into(),
                     ErrorKind::MissingRequiredClaim(claim) => format!("it has no `{claim}` claim"),
-                    ErrorKind::Json(_) => "its claims must include `sub`, `tenant` and `exp`".into(),
+                    ErrorKind::Json(_) => {
+                        "its claims must include `sub`, `tenant` and `exp`".into()
+                    }
                     _ => "it is malformed".into(),
                 })
             })?
@@ -103,7 +105,10 @@ fn authenticate(request: &HttpRequest) -> Result<Caller, ApiError> {
     let token = value
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::InvalidToken("use `Authorization: Bearer <token>`".into()))?;

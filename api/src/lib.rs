@@ -95,7 +95,9 @@ impl Api {
                 .app_data(authenticator.clone())
                 .app_data(settings.clone())
                 .configure(routes::configure)
-                .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::RouteNotFound) }))
+                .default_service(web::to(|| async {
+                    Err::<actix_web::HttpResponse, _>(ApiError::RouteNotFound)
+                }))
         })
         .disable_signals()
         .shutdown_timeout(10)
@@ -133,9 +135,8 @@ fn json_config(limit: usize) -> web::JsonConfig {
         })
         .error_handler(move |error, _| {
             match error {
-                JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
-                    ApiError::PayloadTooLarge { limit }
-                }
+                JsonPayloadError::OverflowKnownLength { .. }
+                | JsonPayloadError::Overflow { .. } => ApiError::PayloadTooLarge { limit },
                 JsonPayloadError::Payload(actix_web::error::PayloadError::Overflow) => {
                     ApiError::PayloadTooLarge { limit }
                 }

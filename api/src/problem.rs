@@ -72,23 +72,75 @@ impl ApiError {
     fn describe(&self) -> (StatusCode, &'static str, &'static str) {
         use ApiError::*;
         match self {
-            MissingToken => (StatusCode::UNAUTHORIZED, "missing_token", "Authentication required"),
+            MissingToken => (
+                StatusCode::UNAUTHORIZED,
+                "missing_token",
+                "Authentication required",
+            ),
             InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token", "Invalid token"),
-            MissingScope(_) => (StatusCode::FORBIDDEN, "insufficient_scope", "Insufficient scope"),
+            MissingScope(_) => (
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                "Insufficient scope",
+            ),
             MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json", "Malformed JSON"),
-            InvalidField { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "Invalid field"),
-            InvalidQuery { .. } => (StatusCode::BAD_REQUEST, "invalid_query", "Invalid query parameter"),
-            UnknownJobType(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_job_type", "Unknown job type"),
-            InvalidPayload { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_payload", "Invalid payload"),
-            PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "Request body too large"),
-            UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Unsupported media type"),
+            InvalidField { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                "Invalid field",
+            ),
+            InvalidQuery { .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                "Invalid query parameter",
+            ),
+            UnknownJobType(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_job_type",
+                "Unknown job type",
+            ),
+            InvalidPayload { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_payload",
+                "Invalid payload",
+            ),
+            PayloadTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "Request body too large",
+            ),
+            UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Unsupported media type",
+            ),
             JobNotFound => (StatusCode::NOT_FOUND, "job_not_found", "Job not found"),
             RouteNotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
-            NotCancellable(_) => (StatusCode::CONFLICT, "job_not_cancellable", "Job not cancellable"),
-            IdempotencyKeyReused => (StatusCode::CONFLICT, "idempotency_key_reused", "Idempotency key reused"),
-            IdempotencyKeyInUse => (StatusCode::CONFLICT, "idempotency_key_in_use", "Idempotency key in use"),
-            BrokerUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", "Broker unavailable"),
-            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error"),
+            NotCancellable(_) => (
+                StatusCode::CONFLICT,
+                "job_not_cancellable",
+                "Job not cancellable",
+            ),
+            IdempotencyKeyReused => (
+                StatusCode::CONFLICT,
+                "idempotency_key_reused",
+                "Idempotency key reused",
+            ),
+            IdempotencyKeyInUse => (
+                StatusCode::CONFLICT,
+                "idempotency_key_in_use",
+                "Idempotency key in use",
+            ),
+            BrokerUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "broker_unavailable",
+                "Broker unavailable",
+            ),
+            Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal server error",
+            ),
         }
     }
 

@@ -25,11 +25,8 @@ impl Readiness {
         let broker = async { self.broker.ready().await.map_err(|e| e.to_string()) };
         let database = async { self.database.ping().await.map_err(|e| e.to_string()) };
         let cache = async { self.ledger.cache().ping().await.map_err(|e| e.to_string()) };
-        let (broker, database, cache) = tokio::join!(
-            within(broker),
-            within(database),
-            within(cache)
-        );
+        let (broker, database, cache) =
+            tokio::join!(within(broker), within(database), within(cache));
         BTreeMap::from([("broker", broker), ("database", database), ("cache", cache)])
     }
 

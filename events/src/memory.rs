@@ -104,13 +104,17 @@ impl MemoryBroker {
             topic.state.lock().unwrap().insert(stored, deliver_at);
         }
         if replayed > 0 {
-            tracing::info!(replayed, "Replayed unacknowledged messages from the journal.");
+            tracing::info!(
+                replayed,
+                "Replayed unacknowledged messages from the journal."
+            );
         }
         Ok(broker)
     }
 
     pub fn with_capacity(self, capacity: usize) -> MemoryBroker {
-        let inner = Arc::into_inner(self.inner).expect("set the capacity before sharing the broker");
+        let inner =
+            Arc::into_inner(self.inner).expect("set the capacity before sharing the broker");
         MemoryBroker {
             inner: Arc::new(Inner { capacity, ..inner }),
         }

@@ -54,10 +54,14 @@ impl JobTypeCatalog {
     pub fn built_in() -> JobTypeCatalog {
         let mut types = BTreeMap::new();
         for (name, text) in BUILT_IN {
-            let schema: Value = serde_json::from_str(text).expect("built-in schemas are valid JSON");
+            let schema: Value =
+                serde_json::from_str(text).expect("built-in schemas are valid JSON");
             let validator =
                 jsonschema::validator_for(&schema).expect("built-in schemas are valid schemas");
-            let description = schema["description"].as_str().unwrap_or_default().to_owned();
+            let description = schema["description"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             let info = JobTypeInfo {
                 name: name.to_owned(),
                 description,

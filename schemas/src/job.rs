@@ -56,7 +56,9 @@ impl JobStatus {
     }
 
     pub fn parse(s: &str) -> Option<JobStatus> {
-        JobStatus::ALL.into_iter().find(|status| status.as_str() == s)
+        JobStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
     }
 }
 

@@ -96,10 +96,16 @@ async fn handle(shared: &Shared, command_job: Job) -> Result<(), AttemptError> {
     }
     let Some(handler) = shared.registry.get(&current.job_type) else {
         let error = format!("no worker handles jobs of type `{}`", current.job_type);
-        finish(shared, &current, Outcome::Failed(JobError::Permanent(error))).await?;
+        finish(
+            shared,
+            &current,
+            Outcome::Failed(JobError::Permanent(error)),
+        )
+        .await?;
         return Ok(());
     };
-    let Change::Applied(running) = ledger.update(&current, |job| start(job, &current)).await? else {
+    let Change::Applied(running) = ledger.update(&current, |job| start(job, &current)).await?
+    else {
         return Ok(());
     };
     metrics::QUEUE_WAIT_SECONDS
@@ -224,8 +230,14 @@ async fn finish(shared: &Shared, attempt: &Job, outcome: Outcome) -> Result<(), 
             hold_until(shared, &recorded, at).await?;
         }
         JobStatus::Failed => {
-            tracing::warn!(error = recorded.error.as_deref().unwrap_or_default(), attempts = recorded.attempts, "Job failed; dead-lettering it.");
-            let command = Command::RunJob { job: recorded.clone() };
+            tracing::warn!(
+                error = recorded.error.as_deref().unwrap_or_default(),
+                attempts = recorded.attempts,
+                "Job failed; dead-lettering it."
+            );
+            let command = Command::RunJob {
+                job: recorded.clone(),
+            };
             let dead = Outgoing::now(recorded.id.to_string(), command.encode());
             shared
                 .broker

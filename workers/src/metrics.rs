@@ -1,6 +1,9 @@
 use std::sync::LazyLock;
 
-use prometheus::{HistogramVec, IntCounterVec, IntGauge, register_histogram_vec, register_int_counter_vec, register_int_gauge};
+use prometheus::{
+    HistogramVec, IntCounterVec, IntGauge, register_histogram_vec, register_int_counter_vec,
+    register_int_gauge,
+};
 
 pub(crate) static FINISHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
@@ -32,5 +35,9 @@ pub(crate) static QUEUE_WAIT_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| 
 });
 
 pub(crate) static RUNNING: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!("conveyor_jobs_running", "Attempts running in this process now.").unwrap()
+    register_int_gauge!(
+        "conveyor_jobs_running",
+        "Attempts running in this process now."
+    )
+    .unwrap()
 });

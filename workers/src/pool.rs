@@ -151,7 +151,10 @@ async fn watch_cancellations(shared: Arc<Shared>, shutdown: CancellationToken) {
             Ok(_) => {}
             Err(RecvError::Lagged(missed)) => {
                 // Catch up by asking about every job running here.
-                tracing::warn!(missed, "Cancellation watcher fell behind; rechecking running jobs.");
+                tracing::warn!(
+                    missed,
+                    "Cancellation watcher fell behind; rechecking running jobs."
+                );
                 let ids: Vec<Uuid> = shared.running.lock().unwrap().keys().copied().collect();
                 for id in ids {
                     if let Ok(Some(job)) = shared.ledger.get(id).await

@@ -7,8 +7,11 @@ use utoipa::openapi::path::Operation;
 
 use crate::openapi::ApiDoc;
 
-static DOCUMENT: LazyLock<String> =
-    LazyLock::new(|| ApiDoc::openapi().to_pretty_json().expect("the document serializes"));
+static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .expect("the document serializes")
+});
 
 static REFERENCE: LazyLock<String> = LazyLock::new(render_reference);
 
@@ -40,7 +43,12 @@ fn render_reference() -> String {
         "<h1>{}</h1><p>{}</p><p>Machine-readable: <a href=\"/openapi.json\">/openapi.json</a> (OpenAPI {}).</p>",
         escape(&document.info.title),
         escape(document.info.description.as_deref().unwrap_or_default()),
-        escape(&serde_json::to_value(&document.openapi).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()),
+        escape(
+            &serde_json::to_value(&document.openapi)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        ),
     );
     for (path, item) in &document.paths.paths {
         let operations = [
@@ -73,7 +81,12 @@ fn render_operation(page: &mut String, method: &str, path: &str, operation: &Ope
             utoipa::openapi::RefOr::T(response) => response.description.clone(),
             utoipa::openapi::RefOr::Ref(reference) => reference.ref_location.clone(),
         };
-        let _ = write!(page, "<li><code>{}</code> {}</li>", escape(status), escape(&description));
+        let _ = write!(
+            page,
+            "<li><code>{}</code> {}</li>",
+            escape(status),
+            escape(&description)
+        );
     }
     page.push_str("</ul></div>");
 }

@@ -131,7 +131,10 @@ pub(crate) async fn get(
         "private, no-cache"
     };
     let etag = job.etag();
-    if known.as_deref().is_some_and(|known| known == "*" || known == etag) {
+    if known
+        .as_deref()
+        .is_some_and(|known| known == "*" || known == etag)
+    {
         return Ok(HttpResponse::NotModified()
             .insert_header((header::ETAG, etag))
             .insert_header((header::CACHE_CONTROL, cache_control))
@@ -217,14 +220,21 @@ pub(crate) async fn list(
             .parse::<u64>()
             .ok()
             .filter(|limit| (1..=MAX_PAGE).contains(limit))
-            .ok_or_else(|| invalid("limit", format!("limit must be between 1 and {MAX_PAGE}, not `{value}`")))?,
+            .ok_or_else(|| {
+                invalid(
+                    "limit",
+                    format!("limit must be between 1 and {MAX_PAGE}, not `{value}`"),
+                )
+            })?,
     };
     let before = match query.get("cursor") {
         None => None,
-        Some(value) => Some(
-            Uuid::parse_str(value)
-                .map_err(|_| invalid("cursor", format!("cursor `{value}` is not one this API gave out")))?,
-        ),
+        Some(value) => Some(Uuid::parse_str(value).map_err(|_| {
+            invalid(
+                "cursor",
+                format!("cursor `{value}` is not one this API gave out"),
+            )
+        })?),
     };
     let page = service
         .list(
@@ -301,7 +311,9 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         .map(|key| Some(key.to_owned()))
         .ok_or_else(|| ApiError::InvalidField {
             field: "Idempotency-Key".into(),
-            message: format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
+            message: format!(
+                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
+            ),
         })
 }
 

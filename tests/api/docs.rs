@@ -1,0 +1,147 @@
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route() {
+    let app = spawn_app().await;
+    let document: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(document["openapi"].as_str().unwrap().starts_with("3.1"));
+    let routes = [
+        ("/v1/jobs", "post"),
+        ("/v1/jobs", "get"),
+        ("/v1/jobs/{id}", "get"),
+        ("/v1/jobs/{id}", "delete"),
+        ("/v1/jobs/{id}/events", "get"),
+        ("/v1/job-types", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+    ];
+    for (path, method) in routes {
+        assert!(
+            document["paths"][path][method].is_object(),
+            "{method} {path} is not documented"
+        );
+    }
+    for schema in [
+        "Job",
+        "JobStatus",
+        "SubmitJob",
+        "Problem",
+        "JobList",
+        "JobTypeInfo",
+    ] {
+        assert!(
+            document["components"]["schemas"][schema].is_object(),
+            "{schema}"
+        );
+    }
+    assert_eq!(
+        document["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+}
+
+#[tokio::test]
+async fn the_reference_page_lists_the_routes() {
+    let app = spawn_app().await;
+    let response = app.client.get(app.url("/docs")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = response.text().await.unwrap();
+    assert!(page.contains("/v1/jobs/{id}/events"));
+    assert!(page.contains("Submit a job"));
+}
+
+#[tokio::test]
+async fn job_types_come_with_their_payload_schemas() {
+    let app = spawn_app().await;
+    let types: Value = app
+        .get("/v1/job-types")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = types["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["echo", "fail", "sleep"]);
+    assert_eq!(
+        types["items"][2]["payload_schema"]["required"],
+        json!(["ms"])
+    );
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_answer() {
+    let app = spawn_app().await;
+    let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let ready: Value = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready["checks"],
+        json!({"broker": "ok", "cache": "ok", "database": "ok"})
+    );
+
+    let job = app.submit(json!({"type": "echo", "payload": {}})).await;
+    app.wait_for(
+        job["id"].as_str().unwrap(),
+        "succeeded",
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "conveyor_jobs_submitted_total{type=\"echo\"} 1",
+        "conveyor_jobs_finished_total{outcome=\"succeeded\",type=\"echo\"} 1",
+        "conveyor_http_request_duration_seconds_bucket",
+        "conveyor_job_run_seconds_bucket",
+        "conveyor_job_queue_wait_seconds_bucket",
+        "conveyor_queue_depth{topic=\"conveyor.jobs\"}",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}");
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_route_is_a_404_problem() {
+    let app = spawn_app().await;
+    let response = app.client.get(app.url("/v2/nothing")).send().await.unwrap();
+    crate::helpers::problem(response, StatusCode::NOT_FOUND, "not_found").await;
+}

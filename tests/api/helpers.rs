@@ -1,0 +1,186 @@
+use std::time::Duration;
+
+use clap::Parser;
+use conveyor::{Cli, Running};
+use reqwest::{RequestBuilder, Response, StatusCode};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+pub const ALL_SCOPES: &str = "jobs:write jobs:read events:read";
+
+pub struct TestApp {
+    pub address: String,
+    pub secret: String,
+    pub client: reqwest::Client,
+    pub token: String,
+    /// Kept so the server lives as long as the test; dropping it stops every task.
+    _running: Option<Running>,
+    _data: TempDir,
+}
+
+/// A fresh Conveyor (`dev` mode: API, workers, SQLite, memory broker and cache) on a free port,
+/// with its own database file.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
+    let data = tempfile::tempdir().unwrap();
+    let database_url = format!(
+        "sqlite://{}?mode=rwc",
+        data.path().join("conveyor.db").display()
+    );
+    let mut args = vec![
+        "conveyor",
+        "dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        &database_url,
+        "--jwt-secret",
+        "test-secret",
+        "--http-workers",
+        "2",
+        "--retry-base-ms",
+        "20",
+        "--retry-max-ms",
+        "200",
+    ];
+    args.extend_from_slice(extra);
+    let cli = Cli::try_parse_from(args).expect("test arguments parse");
+    let running = conveyor::start(cli.command).await.expect("Conveyor starts");
+    let address = format!("http://127.0.0.1:{}", running.port.unwrap());
+    let secret = running.jwt_secret.clone().unwrap();
+    let token = mint(&secret, "acme", ALL_SCOPES);
+    TestApp {
+        address,
+        token,
+        secret,
+        client: reqwest::Client::new(),
+        _running: Some(running),
+        _data: data,
+    }
+}
+
+pub fn mint(secret: &str, tenant: &str, scope: &str) -> String {
+    conveyor::token::mint(
+        secret.as_bytes(),
+        tenant,
+        "tester",
+        scope,
+        chrono::Duration::hours(1),
+    )
+}
+
+impl TestApp {
+    pub fn token_for(&self, tenant: &str) -> String {
+        mint(&self.secret, tenant, ALL_SCOPES)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        self.client.get(self.url(path)).bearer_auth(&self.token)
+    }
+
+    pub fn delete(&self, path: &str) -> RequestBuilder {
+        self.client.delete(self.url(path)).bearer_auth(&self.token)
+    }
+
+    pub fn post_job(&self, body: &Value) -> RequestBuilder {
+        self.client
+            .post(self.url("/v1/jobs"))
+            .bearer_auth(&self.token)
+            .json(body)
+    }
+
+    /// Submits and returns the accepted job, insisting on `202`.
+    pub async fn submit(&self, body: Value) -> Value {
+        let response = self.post_job(&body).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED, "submitting {body}");
+        response.json().await.unwrap()
+    }
+
+    pub async fn job(&self, id: &str) -> Value {
+        let response = self.get(&format!("/v1/jobs/{id}")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    /// Polls until the job reaches `status` (or any terminal status, which then must be it).
+    pub async fn wait_for(&self, id: &str, status: &str, within: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let job = self.job(id).await;
+            let current = job["status"].as_str().unwrap().to_owned();
+            if current == status {
+                return job;
+            }
+            let terminal = ["succeeded", "failed", "cancelled"].contains(&current.as_str());
+            assert!(!terminal, "job ended {current}, expected {status}: {job}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job still {current} after {within:?}, expected {status}: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+pub fn echo(payload: Value) -> Value {
+    json!({ "type": "echo", "payload": payload })
+}
+
+/// A problem+json answer, checked for its status, content type and stable code.
+pub async fn problem(response: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(response.status(), status);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status.as_u16());
+    assert!(body["title"].is_string() && body["detail"].is_string() && body["type"].is_string());
+    body
+}
+
+impl TestApp {
+    /// The ids a list answers with once it has `count` items: lists read the store, which may
+    /// trail the cache by a group commit.
+    pub async fn listed(&self, path: &str, count: usize) -> Vec<String> {
+        let mut ids = Vec::new();
+        for _ in 0..100 {
+            let page: Value = self.get(path).send().await.unwrap().json().await.unwrap();
+            ids = page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|job| job["id"].as_str().unwrap().to_owned())
+                .collect();
+            if ids.len() == count {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(ids.len(), count, "{path} lists {ids:?}");
+        ids
+    }
+}
+
+impl TestApp {
+    /// A client for a Conveyor this test did not start (a child process).
+    pub fn attached(base: &str, secret: &str, token: &str) -> TestApp {
+        TestApp {
+            address: base.to_owned(),
+            secret: secret.to_owned(),
+            client: reqwest::Client::new(),
+            token: token.to_owned(),
+            _running: None,
+            _data: tempfile::tempdir().unwrap(),
+        }
+    }
+}

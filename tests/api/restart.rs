@@ -1,0 +1,93 @@
+//! `conveyor dev` killed with SIGKILL mid-work and started again on the same SQLite file loses
+//! no accepted job.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, mint};
+
+const SECRET: &str = "restart-secret";
+
+fn start_dev(database_url: &str, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--database-url", database_url])
+        .env("CONVEYOR_JWT_SECRET", SECRET)
+        .env("CONVEYOR_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("conveyor starts")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_until_healthy(client: &reqwest::Client, base: &str) {
+    for _ in 0..200 {
+        if let Ok(response) = client.get(format!("{base}/readyz")).send().await
+            && response.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("conveyor did not become ready at {base}");
+}
+
+#[tokio::test]
+async fn a_killed_dev_process_restarted_on_its_database_finishes_every_accepted_job() {
+    let data = tempfile::tempdir().unwrap();
+    let database_url = format!("sqlite://{}?mode=rwc", data.path().join("c.db").display());
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let token = mint(SECRET, "acme", crate::helpers::ALL_SCOPES);
+
+    let mut first = start_dev(&database_url, port);
+    wait_until_healthy(&client, &base).await;
+    let mut ids = Vec::new();
+    let submit = |body: Value| {
+        let request = client
+            .post(format!("{base}/v1/jobs"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send();
+        async move {
+            let response = request.await.unwrap();
+            assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
+            response.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    for _ in 0..10 {
+        ids.push(submit(json!({"type": "sleep", "payload": {"ms": 3000}})).await);
+    }
+    let later = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    ids.push(submit(json!({"type": "echo", "payload": {}, "run_at": later})).await);
+    ids.push(submit(json!({"type": "fail", "payload": {"times": 1}})).await);
+    // Let the sleeps start, then kill the process without warning.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let mut second = start_dev(&database_url, port);
+    wait_until_healthy(&client, &base).await;
+    let app = TestApp::attached(&base, SECRET, &token);
+    for id in &ids {
+        let job = app.wait_for(id, "succeeded", Duration::from_secs(20)).await;
+        assert!(job["attempts"].as_u64().unwrap() >= 1);
+    }
+    second.kill().unwrap();
+    second.wait().unwrap();
+}

@@ -1,0 +1,110 @@
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn a_job_that_fails_twice_succeeds_on_its_third_attempt_within_seconds() {
+    let app = spawn_app().await;
+    let job = app
+        .submit(json!({"type": "fail", "payload": {"times": 2}}))
+        .await;
+    let done = app
+        .wait_for(
+            job["id"].as_str().unwrap(),
+            "succeeded",
+            Duration::from_secs(5),
+        )
+        .await;
+    assert_eq!(done["attempts"], 3);
+    assert_eq!(done["result"], json!({"attempt": 3}));
+    assert!(done["error"].is_null());
+}
+
+#[tokio::test]
+async fn a_job_out_of_attempts_fails_with_its_last_error() {
+    let app = spawn_app().await;
+    let job = app
+        .submit(json!({"type": "fail", "payload": {"times": 5}, "max_attempts": 2}))
+        .await;
+    let done = app
+        .wait_for(
+            job["id"].as_str().unwrap(),
+            "failed",
+            Duration::from_secs(5),
+        )
+        .await;
+    assert_eq!(done["attempts"], 2);
+    assert!(
+        done["error"].as_str().unwrap().contains("attempt 2"),
+        "{done}"
+    );
+    assert!(done["finished_at"].is_string());
+}
+
+#[tokio::test]
+async fn a_permanent_error_fails_without_retry() {
+    let app = spawn_app().await;
+    let job = app
+        .submit(
+            json!({"type": "fail", "payload": {"times": 1, "permanent": true}, "max_attempts": 5}),
+        )
+        .await;
+    let done = app
+        .wait_for(
+            job["id"].as_str().unwrap(),
+            "failed",
+            Duration::from_secs(5),
+        )
+        .await;
+    assert_eq!(done["attempts"], 1);
+}
+
+#[tokio::test]
+async fn an_attempt_over_its_timeout_is_retried_then_failed() {
+    let app = spawn_app().await;
+    let job = app
+        .submit(
+            json!({"type": "sleep", "payload": {"ms": 5000}, "timeout_ms": 100, "max_attempts": 2}),
+        )
+        .await;
+    let done = app
+        .wait_for(
+            job["id"].as_str().unwrap(),
+            "failed",
+            Duration::from_secs(5),
+        )
+        .await;
+    assert_eq!(done["attempts"], 2);
+    assert!(
+        done["error"].as_str().unwrap().contains("timed out"),
+        "{done}"
+    );
+}
+
+#[tokio::test]
+async fn a_retrying_job_shows_retrying_with_its_next_run_time() {
+    let app =
+        crate::helpers::spawn_app_with(&["--retry-base-ms", "1500", "--retry-max-ms", "1500"])
+            .await;
+    let job = app
+        .submit(json!({"type": "fail", "payload": {"times": 1}}))
+        .await;
+    let retrying = app
+        .wait_for(
+            job["id"].as_str().unwrap(),
+            "retrying",
+            Duration::from_secs(5),
+        )
+        .await;
+    assert_eq!(retrying["attempts"], 1);
+    assert!(retrying["run_at"].is_string());
+    assert!(retrying["error"].is_string());
+    app.wait_for(
+        job["id"].as_str().unwrap(),
+        "succeeded",
+        Duration::from_secs(5),
+    )
+    .await;
+}
