@@ -73,11 +73,18 @@ impl Cache for MemoryCache {
         key: &str,
         claim: IdempotencyClaim,
     ) -> Result<Option<IdempotencyClaim>, StoreError> {
-        let entry = self
-            .keys
+        // A compute, not `or_insert`: only it is atomic against a concurrent claim of the key.
+        let mut holder = None;
+        self.keys
             .entry((tenant.to_owned(), key.to_owned()))
-            .or_insert(claim);
-        Ok((!entry.is_fresh()).then(|| entry.into_value()))
+            .and_compute_with(|current| match current {
+                Some(current) => {
+                    holder = Some(current.into_value());
+                    Op::Nop
+                }
+                None => Op::Put(claim),
+            });
+        Ok(holder)
     }
 
     async fn release_idempotency_key(&self, tenant: &str, key: &str) -> Result<(), StoreError> {
