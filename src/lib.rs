@@ -42,6 +42,10 @@ impl Running {
     /// Runs until shutdown is asked for or a part stops with an error; then stops the API first
     /// (no new work) and lets the workers drain.
     pub async fn wait(mut self) -> anyhow::Result<()> {
+        if self.tasks.is_empty() {
+            // `migrate` and `token`: nothing keeps running.
+            return Ok(());
+        }
         let mut outcome = Ok(());
         tokio::select! {
             _ = self.shutdown.cancelled() => {}

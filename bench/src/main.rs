@@ -1,0 +1,163 @@
+//! Submits `--jobs` jobs over `--connections` keep-alive connections as fast as the server takes
+//! them, then waits until the workers report them finished, and prints what it saw.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(about = "Load generator for Conveyor")]
+struct Args {
+    /// The API (or the load balancer in front of it).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Every endpoint whose /metrics counts finished jobs (the workers'); defaults to --url.
+    #[arg(long = "metrics-url")]
+    metrics_urls: Vec<String>,
+    /// A token with jobs:write.
+    #[arg(long, env = "TOKEN", hide_env_values = true)]
+    token: String,
+    #[arg(long, default_value_t = 20_000)]
+    jobs: usize,
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    #[arg(long = "type", default_value = "echo")]
+    job_type: String,
+    #[arg(long, default_value = "{\"n\":1}")]
+    payload: String,
+    /// Give up waiting for completions after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout_secs: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let payload: Value = serde_json::from_str(&args.payload).context("--payload is not JSON")?;
+    let body = Arc::new(json!({ "type": args.job_type, "payload": payload }));
+    let metrics_urls = if args.metrics_urls.is_empty() {
+        vec![args.url.clone()]
+    } else {
+        args.metrics_urls.clone()
+    };
+    let scraper = reqwest::Client::new();
+    let finished_before = finished(&scraper, &metrics_urls, &args.job_type).await?;
+
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let submitters: Vec<_> = (0..args.connections)
+        .map(|_| {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .expect("a client builds");
+            let (url, token, body, next) = (
+                format!("{}/v1/jobs", args.url),
+                args.token.clone(),
+                body.clone(),
+                next.clone(),
+            );
+            let total = args.jobs;
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut refused = 0usize;
+                while next.fetch_add(1, Ordering::Relaxed) < total {
+                    let sent = Instant::now();
+                    let status = client
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .json(&*body)
+                        .send()
+                        .await
+                        .map(|response| response.status().as_u16());
+                    latencies.push(sent.elapsed());
+                    if !matches!(status, Ok(202)) {
+                        refused += 1;
+                    }
+                }
+                (latencies, refused)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(args.jobs);
+    let mut refused = 0;
+    for submitter in submitters {
+        let (mine, not_accepted) = submitter.await?;
+        latencies.extend(mine);
+        refused += not_accepted;
+    }
+    let submit_elapsed = started.elapsed();
+    let accepted = args.jobs - refused;
+
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
+    let mut done = 0;
+    while done < accepted as u64 {
+        if Instant::now() > deadline {
+            bail!(
+                "only {done} of {accepted} jobs finished within {} s",
+                args.timeout_secs
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        done = finished(&scraper, &metrics_urls, &args.job_type).await? - finished_before;
+    }
+    let end_to_end = started.elapsed();
+
+    latencies.sort();
+    let percentile = |p: f64| {
+        let index = ((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1);
+        latencies[index.min(latencies.len() - 1)].as_secs_f64() * 1000.0
+    };
+    println!(
+        "jobs            {} of type {} over {} connections",
+        args.jobs, args.job_type, args.connections
+    );
+    println!("accepted        {accepted} ({refused} not accepted)");
+    println!(
+        "accepted/s      {:.0}",
+        accepted as f64 / submit_elapsed.as_secs_f64()
+    );
+    println!(
+        "submit latency  p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(0.50),
+        percentile(0.90),
+        percentile(0.99),
+        percentile(1.0)
+    );
+    println!(
+        "completed/s     {:.0} (all {accepted} finished {:.2} s after the first submit)",
+        accepted as f64 / end_to_end.as_secs_f64(),
+        end_to_end.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Attempts of `job_type` that ended (any outcome but retrying), summed over the endpoints.
+async fn finished(
+    client: &reqwest::Client,
+    urls: &[String],
+    job_type: &str,
+) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for url in urls {
+        let text = client
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .with_context(|| format!("Failed to scrape {url}/metrics"))?
+            .text()
+            .await?;
+        total += text
+            .lines()
+            .filter(|line| line.starts_with("conveyor_jobs_finished_total{"))
+            .filter(|line| line.contains(&format!("type=\"{job_type}\"")))
+            .filter(|line| !line.contains("outcome=\"retrying\""))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64;
+    }
+    Ok(total)
+}
