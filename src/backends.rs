@@ -40,6 +40,7 @@ impl Backends {
         } else {
             database.check_schema().await?;
         }
+        let topics = Topics::new(args.topic_prefix.clone());
         let cache: Arc<dyn Cache> = match cache_kind {
             CacheKind::Memory => Arc::new(MemoryCache::new()),
             CacheKind::Redis { .. } => {
@@ -53,7 +54,14 @@ impl Backends {
             ),
             BrokerKind::Memory => {
                 let journal = Arc::new(SqlJournal::new(&database));
-                Arc::new(MemoryBroker::durable(journal).await?)
+                let (jobs, dead_letter) = (topics.jobs(), topics.dead_letter());
+                // Declared before anything is published, so that no group misses a message.
+                let groups = [
+                    (jobs.as_str(), Topics::WORKERS),
+                    (jobs.as_str(), Topics::RECORDER),
+                    (dead_letter.as_str(), Topics::DEAD_LETTERS),
+                ];
+                Arc::new(MemoryBroker::durable(journal, &groups).await?)
             }
             BrokerKind::Kafka { .. } | BrokerKind::Amqp { .. } => bail!(
                 "CONVEYOR_BROKER_URL: this build has no Kafka or RabbitMQ adapter yet; use memory://"
@@ -64,7 +72,7 @@ impl Backends {
             broker,
             ledger,
             database,
-            topics: Topics::new(args.topic_prefix.clone()),
+            topics,
         })
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use actix_web::dev::ServerHandle;
 use anyhow::Context;
 use conveyor_api::{Api, ApiDependencies, ApiSettings};
-use conveyor_workers::{Backoff, Registry, WorkerPool, WorkerSettings};
+use conveyor_workers::{Backoff, Recorder, Registry, WorkerPool, WorkerSettings};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -169,6 +169,18 @@ fn start_workers(running: &mut Running, backends: &Backends, args: &WorkerPoolAr
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         },
     );
+    let recorder = Recorder::new(
+        backends.broker.clone(),
+        backends.ledger.clone(),
+        backends.topics.clone(),
+    );
+    let shutdown = running.shutdown.clone();
+    running.tasks.spawn(async move {
+        recorder
+            .run(shutdown)
+            .await
+            .context("The recorder could not start")
+    });
     let shutdown = running.shutdown.clone();
     running.tasks.spawn(async move {
         pool.run(shutdown)

@@ -1,5 +1,5 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -11,11 +11,13 @@ use crate::{
     Acknowledger, Broker, BrokerError, Delivery, Journal, JournaledMessage, Outgoing, Subscription,
 };
 
-/// Messages one topic may hold before publishers get `Unavailable` (and clients a `503`).
+/// Messages one consumer group may hold before publishers get `Unavailable` (and clients a `503`).
 const DEFAULT_CAPACITY: usize = 1_000_000;
 
-/// The in-process broker of the embedded default: one consumer group per topic, messages held in
-/// memory and, with a [`Journal`], made durable before `publish` returns.
+/// The in-process broker of the embedded default. Each consumer group on a topic gets its own copy
+/// of every message (like a Kafka consumer group, or a RabbitMQ queue bound to an exchange), and
+/// within a group each message goes to one subscriber at a time. With a [`Journal`], messages are
+/// durable before `publish` returns and are forgotten once every group has acknowledged them.
 #[derive(Clone)]
 pub struct MemoryBroker {
     inner: Arc<Inner>,
@@ -30,25 +32,38 @@ struct Inner {
 
 #[derive(Default)]
 struct Topic {
-    state: Mutex<TopicState>,
+    groups: Mutex<HashMap<String, Arc<Queue>>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    state: Mutex<QueueState>,
     arrived: Notify,
 }
 
 #[derive(Default)]
-struct TopicState {
+struct QueueState {
     ready: VecDeque<Stored>,
     /// Keyed by (due time in ms, seq) so the first entry is the next one due.
     delayed: BTreeMap<(i64, u64), Stored>,
 }
 
+/// One group's copy of a message.
 struct Stored {
-    seq: u64,
     key: String,
     payload: Bytes,
     redeliveries: u32,
+    deliver_at_ms: Option<i64>,
+    copies: Arc<Copies>,
 }
 
-impl TopicState {
+/// The groups' copies of one message: the journal forgets it when the last one is acknowledged.
+struct Copies {
+    seq: u64,
+    unacked: AtomicUsize,
+}
+
+impl QueueState {
     fn depth(&self) -> usize {
         self.ready.len() + self.delayed.len()
     }
@@ -62,10 +77,10 @@ impl TopicState {
         }
     }
 
-    fn insert(&mut self, stored: Stored, deliver_at_ms: Option<i64>) {
-        match deliver_at_ms {
+    fn insert(&mut self, stored: Stored) {
+        match stored.deliver_at_ms {
             Some(at) => {
-                self.delayed.insert((at, stored.seq), stored);
+                self.delayed.insert((at, stored.copies.seq), stored);
             }
             None => self.ready.push_back(stored),
         }
@@ -81,27 +96,26 @@ impl Default for MemoryBroker {
 impl MemoryBroker {
     /// A broker that keeps messages only in memory: for tests and throwaway runs.
     pub fn new() -> MemoryBroker {
-        MemoryBroker::build(None)
+        MemoryBroker::build(None, DEFAULT_CAPACITY)
     }
 
     /// A broker whose messages survive a restart: every publish is committed to `journal` before
-    /// it returns, and whatever the journal still holds is delivered again.
-    pub async fn durable(journal: Arc<dyn Journal>) -> Result<MemoryBroker, BrokerError> {
+    /// it returns, and whatever the journal still holds is delivered again to the `groups`
+    /// (topic, group) declared here, which also receive everything published from now on.
+    pub async fn durable(
+        journal: Arc<dyn Journal>,
+        groups: &[(&str, &str)],
+    ) -> Result<MemoryBroker, BrokerError> {
         let pending = journal.pending().await?;
-        let broker = MemoryBroker::build(Some(journal));
+        let broker = MemoryBroker::build(Some(journal), DEFAULT_CAPACITY);
+        for (topic, group) in groups {
+            broker.declare_group(topic, group);
+        }
         let last_seq = pending.iter().map(|m| m.seq).max().unwrap_or(0);
         broker.inner.next_seq.store(last_seq + 1, Ordering::Relaxed);
         let replayed = pending.len();
         for message in pending {
-            let topic = broker.topic(&message.topic);
-            let deliver_at = message.deliver_at.map(|at| at.timestamp_millis());
-            let stored = Stored {
-                seq: message.seq,
-                key: message.key,
-                payload: message.payload,
-                redeliveries: 1,
-            };
-            topic.state.lock().unwrap().insert(stored, deliver_at);
+            broker.enqueue(message, 1);
         }
         if replayed > 0 {
             tracing::info!(
@@ -112,21 +126,23 @@ impl MemoryBroker {
         Ok(broker)
     }
 
+    /// Bounds every group's queue to `capacity` messages.
     pub fn with_capacity(self, capacity: usize) -> MemoryBroker {
-        let inner =
-            Arc::into_inner(self.inner).expect("set the capacity before sharing the broker");
-        MemoryBroker {
-            inner: Arc::new(Inner { capacity, ..inner }),
-        }
+        MemoryBroker::build(self.inner.journal.clone(), capacity)
     }
 
-    fn build(journal: Option<Arc<dyn Journal>>) -> MemoryBroker {
+    /// Creates `group` on `topic` if it is new: it receives every message published from now on.
+    pub fn declare_group(&self, topic: &str, group: &str) {
+        self.queue(topic, group);
+    }
+
+    fn build(journal: Option<Arc<dyn Journal>>, capacity: usize) -> MemoryBroker {
         MemoryBroker {
             inner: Arc::new(Inner {
                 topics: Mutex::default(),
                 journal,
                 next_seq: AtomicU64::new(1),
-                capacity: DEFAULT_CAPACITY,
+                capacity,
             }),
         }
     }
@@ -135,15 +151,52 @@ impl MemoryBroker {
         let mut topics = self.inner.topics.lock().unwrap();
         topics.entry(name.to_owned()).or_default().clone()
     }
+
+    fn queue(&self, topic: &str, group: &str) -> Arc<Queue> {
+        let topic = self.topic(topic);
+        let mut groups = topic.groups.lock().unwrap();
+        groups.entry(group.to_owned()).or_default().clone()
+    }
+
+    fn queues(&self, topic: &str) -> Vec<Arc<Queue>> {
+        self.topic(topic)
+            .groups
+            .lock()
+            .unwrap()
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Gives each group on the message's topic its copy. A topic without groups keeps its messages
+    /// only in the journal (dead letters, until someone subscribes to read them).
+    fn enqueue(&self, message: JournaledMessage, redeliveries: u32) {
+        let queues = self.queues(&message.topic);
+        let copies = Arc::new(Copies {
+            seq: message.seq,
+            unacked: AtomicUsize::new(queues.len()),
+        });
+        for queue in queues {
+            let stored = Stored {
+                key: message.key.clone(),
+                payload: message.payload.clone(),
+                redeliveries,
+                deliver_at_ms: message.deliver_at.map(|at| at.timestamp_millis()),
+                copies: copies.clone(),
+            };
+            queue.state.lock().unwrap().insert(stored);
+            queue.arrived.notify_waiters();
+        }
+    }
 }
 
 #[async_trait]
 impl Broker for MemoryBroker {
-    async fn publish(&self, topic_name: &str, messages: Vec<Outgoing>) -> Result<(), BrokerError> {
-        let topic = self.topic(topic_name);
-        if topic.state.lock().unwrap().depth() + messages.len() > self.inner.capacity {
+    async fn publish(&self, topic: &str, messages: Vec<Outgoing>) -> Result<(), BrokerError> {
+        let fullest = self.depth(topic).unwrap_or(0) as usize;
+        if fullest + messages.len() > self.inner.capacity {
             return Err(BrokerError::Unavailable(format!(
-                "topic {topic_name} holds its maximum of {} messages",
+                "topic {topic} holds its maximum of {} messages",
                 self.inner.capacity
             )));
         }
@@ -156,7 +209,7 @@ impl Broker for MemoryBroker {
             .zip(first..)
             .map(|(message, seq)| JournaledMessage {
                 seq,
-                topic: topic_name.to_owned(),
+                topic: topic.to_owned(),
                 key: message.key,
                 payload: message.payload,
                 deliver_at: message.deliver_at,
@@ -165,30 +218,19 @@ impl Broker for MemoryBroker {
         if let Some(journal) = &self.inner.journal {
             journal.append(journaled.clone()).await?;
         }
-        {
-            let mut state = topic.state.lock().unwrap();
-            for message in journaled {
-                let deliver_at = message.deliver_at.map(|at| at.timestamp_millis());
-                let stored = Stored {
-                    seq: message.seq,
-                    key: message.key,
-                    payload: message.payload,
-                    redeliveries: 0,
-                };
-                state.insert(stored, deliver_at);
-            }
+        for message in journaled {
+            self.enqueue(message, 0);
         }
-        topic.arrived.notify_waiters();
         Ok(())
     }
 
     async fn subscribe(
         &self,
         topic: &str,
-        _group: &str,
+        group: &str,
     ) -> Result<Box<dyn Subscription>, BrokerError> {
         Ok(Box::new(MemorySubscription {
-            topic: self.topic(topic),
+            queue: self.queue(topic, group),
             inner: self.inner.clone(),
         }))
     }
@@ -197,13 +239,20 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
+    /// The depth of the fullest group: how far the slowest consumer is behind.
     fn depth(&self, topic: &str) -> Option<u64> {
-        Some(self.topic(topic).state.lock().unwrap().depth() as u64)
+        let deepest = self
+            .queues(topic)
+            .iter()
+            .map(|queue| queue.state.lock().unwrap().depth())
+            .max()
+            .unwrap_or(0);
+        Some(deepest as u64)
     }
 }
 
 struct MemorySubscription {
-    topic: Arc<Topic>,
+    queue: Arc<Queue>,
     inner: Arc<Inner>,
 }
 
@@ -211,13 +260,13 @@ struct MemorySubscription {
 impl Subscription for MemorySubscription {
     async fn recv(&mut self, max: usize) -> Result<Vec<Delivery>, BrokerError> {
         loop {
-            let arrived = self.topic.arrived.notified();
+            let arrived = self.queue.arrived.notified();
             tokio::pin!(arrived);
             // Registered before looking, so a publish between the look and the wait still wakes us.
             arrived.as_mut().enable();
             let now_ms = Utc::now().timestamp_millis();
             let next_due_ms = {
-                let mut state = self.topic.state.lock().unwrap();
+                let mut state = self.queue.state.lock().unwrap();
                 state.promote_due(now_ms);
                 if !state.ready.is_empty() {
                     let take = max.max(1).min(state.ready.len());
@@ -247,7 +296,7 @@ impl MemorySubscription {
         let payload = stored.payload.clone();
         let redeliveries = stored.redeliveries;
         let acknowledger = MemoryAck {
-            topic: self.topic.clone(),
+            queue: self.queue.clone(),
             inner: self.inner.clone(),
             message: Some(stored),
         };
@@ -256,7 +305,7 @@ impl MemorySubscription {
 }
 
 struct MemoryAck {
-    topic: Arc<Topic>,
+    queue: Arc<Queue>,
     inner: Arc<Inner>,
     message: Option<Stored>,
 }
@@ -265,8 +314,9 @@ impl MemoryAck {
     fn requeue(&mut self) {
         if let Some(mut stored) = self.message.take() {
             stored.redeliveries += 1;
-            self.topic.state.lock().unwrap().ready.push_front(stored);
-            self.topic.arrived.notify_waiters();
+            stored.deliver_at_ms = None;
+            self.queue.state.lock().unwrap().ready.push_front(stored);
+            self.queue.arrived.notify_waiters();
         }
     }
 }
@@ -277,9 +327,10 @@ impl Acknowledger for MemoryAck {
         let Some(stored) = self.message.take() else {
             return Ok(());
         };
+        let last_copy = stored.copies.unacked.fetch_sub(1, Ordering::AcqRel) == 1;
         match &self.inner.journal {
-            Some(journal) => journal.remove(stored.seq).await,
-            None => Ok(()),
+            Some(journal) if last_copy => journal.remove(stored.copies.seq).await,
+            _ => Ok(()),
         }
     }
 
@@ -351,8 +402,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn each_group_gets_its_own_copy() {
+        let broker = MemoryBroker::new();
+        let mut workers = broker.subscribe("t", "workers").await.unwrap();
+        let mut recorder = broker.subscribe("t", "recorder").await.unwrap();
+        broker
+            .publish("t", vec![Outgoing::now("k", "x")])
+            .await
+            .unwrap();
+        recv_one(&mut workers).await.ack().await.unwrap();
+        let copy = recv_one(&mut recorder).await;
+        assert_eq!(&copy.payload[..], b"x");
+        assert_eq!(broker.depth("t"), Some(0));
+    }
+
+    #[tokio::test]
     async fn a_full_topic_refuses_publishes() {
         let broker = MemoryBroker::new().with_capacity(1);
+        broker.declare_group("t", "g");
         broker
             .publish("t", vec![Outgoing::now("a", "1")])
             .await

@@ -57,11 +57,15 @@ impl Ledger {
         Ok(())
     }
 
-    /// A job as a command carries it: recorded in the store (and the cache, if newer) so that it
-    /// can be listed and looked up even with a cold cache. Idempotent.
+    /// A job as a command carries it: committed to the store (and kept by the cache, if newer) so
+    /// that it can be listed and looked up even with a cold cache. Idempotent: the store keeps the
+    /// newest snapshot.
     pub async fn record(&self, job: &Job) -> Result<(), StoreError> {
+        // Warms a cold cache from the store first; otherwise it would take the command's old
+        // snapshot as the newest and move the job backwards.
+        self.get(job.id).await?;
         self.cache.put_job(job).await?;
-        self.store.write_soon(job.clone()).await
+        self.store.write(job.clone()).await
     }
 
     /// Changes a job by `change`, which sees the job as it is and returns it as it should be (or

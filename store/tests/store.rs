@@ -230,7 +230,8 @@ async fn lists_page_newest_first_per_tenant() {
 #[tokio::test]
 async fn unacknowledged_messages_survive_a_restart_of_the_broker() {
     let (database, _dir) = database().await;
-    let broker = MemoryBroker::durable(Arc::new(SqlJournal::new(&database)))
+    let groups = [("jobs", "g")];
+    let broker = MemoryBroker::durable(Arc::new(SqlJournal::new(&database)), &groups)
         .await
         .unwrap();
     let later = Utc::now() + chrono::Duration::milliseconds(300);
@@ -253,7 +254,7 @@ async fn unacknowledged_messages_survive_a_restart_of_the_broker() {
     // Acks are written in the background; give the journal a moment, as a real restart would.
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let restarted = MemoryBroker::durable(Arc::new(SqlJournal::new(&database)))
+    let restarted = MemoryBroker::durable(Arc::new(SqlJournal::new(&database)), &groups)
         .await
         .unwrap();
     let mut subscription = restarted.subscribe("jobs", "g").await.unwrap();

@@ -91,3 +91,42 @@ async fn a_killed_dev_process_restarted_on_its_database_finishes_every_accepted_
     second.kill().unwrap();
     second.wait().unwrap();
 }
+
+#[tokio::test]
+async fn sigterm_lets_running_attempts_finish_before_exiting() {
+    let data = tempfile::tempdir().unwrap();
+    let database_url = format!("sqlite://{}?mode=rwc", data.path().join("c.db").display());
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let token = mint(SECRET, "acme", crate::helpers::ALL_SCOPES);
+
+    let mut first = start_dev(&database_url, port);
+    wait_until_healthy(&client, &base).await;
+    let app = TestApp::attached(&base, SECRET, &token);
+    let job = app
+        .submit(json!({"type": "sleep", "payload": {"ms": 1000}}))
+        .await;
+    let id = job["id"].as_str().unwrap();
+    app.wait_for(id, "running", Duration::from_secs(5)).await;
+    let terminated = Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(terminated.success());
+    let exit = tokio::task::spawn_blocking(move || first.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success(), "conveyor exited with {exit}");
+
+    let mut second = start_dev(&database_url, port);
+    wait_until_healthy(&client, &base).await;
+    let done = app.job(id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(
+        done["attempts"], 1,
+        "the attempt finished within the grace period"
+    );
+    second.kill().unwrap();
+    second.wait().unwrap();
+}

@@ -73,12 +73,18 @@ pub(crate) async fn process(shared: &Shared, delivery: Delivery) {
 #[tracing::instrument(skip_all, fields(job_id = %command_job.id, job_type = %command_job.job_type))]
 async fn handle(shared: &Shared, command_job: Job) -> Result<(), AttemptError> {
     let ledger = &shared.ledger;
-    ledger.record(&command_job).await?;
     let current = ledger
         .get(command_job.id)
         .await?
         .unwrap_or_else(|| command_job.clone());
     if current.status.is_terminal() {
+        // A redelivery: make sure the store has the outcome too, in case it was the cache's
+        // write that landed and the store's that failed.
+        ledger.store().write(current).await?;
+        return Ok(());
+    }
+    if shared.running.lock().unwrap().contains_key(&current.id) {
+        // A second delivery of a job running here: that attempt records the outcome.
         return Ok(());
     }
     let now = Utc::now();
@@ -104,6 +110,9 @@ async fn handle(shared: &Shared, command_job: Job) -> Result<(), AttemptError> {
         .await?;
         return Ok(());
     };
+    // Registered before the job shows `running`, so a cancel request can never miss it.
+    let cancel = CancellationToken::new();
+    let _registered = Registered::new(shared, current.id, cancel.clone());
     let Change::Applied(running) = ledger.update(&current, |job| start(job, &current)).await?
     else {
         return Ok(());
@@ -124,8 +133,27 @@ async fn handle(shared: &Shared, command_job: Job) -> Result<(), AttemptError> {
         finish(shared, &running, Outcome::Failed(lost)).await?;
         return Ok(());
     }
-    let outcome = execute(shared, handler, &running).await;
+    let outcome = execute(shared, handler, &running, &cancel).await;
     finish(shared, &running, outcome).await
+}
+
+/// An attempt's cancellation signal, findable by job id while the attempt runs.
+struct Registered<'a> {
+    shared: &'a Shared,
+    job_id: uuid::Uuid,
+}
+
+impl<'a> Registered<'a> {
+    fn new(shared: &'a Shared, job_id: uuid::Uuid, cancel: CancellationToken) -> Registered<'a> {
+        shared.running.lock().unwrap().insert(job_id, cancel);
+        Registered { shared, job_id }
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.shared.running.lock().unwrap().remove(&self.job_id);
+    }
 }
 
 /// The attempt may start if the job waits for one, or if it was already `running` when we looked
@@ -142,17 +170,16 @@ fn start(job: &Job, seen: &Job) -> Option<Job> {
     })
 }
 
-async fn execute(shared: &Shared, handler: Arc<dyn Handler>, running: &Job) -> Outcome {
+async fn execute(
+    shared: &Shared,
+    handler: Arc<dyn Handler>,
+    running: &Job,
+    cancel: &CancellationToken,
+) -> Outcome {
     let timeout = running
         .timeout_ms
         .map(Duration::from_millis)
         .unwrap_or(shared.settings.default_timeout);
-    let cancel = CancellationToken::new();
-    shared
-        .running
-        .lock()
-        .unwrap()
-        .insert(running.id, cancel.clone());
     metrics::RUNNING.inc();
     let timer = metrics::RUN_SECONDS
         .with_label_values(&[&running.job_type])
@@ -166,7 +193,6 @@ async fn execute(shared: &Shared, handler: Arc<dyn Handler>, running: &Job) -> O
     };
     timer.observe_duration();
     metrics::RUNNING.dec();
-    shared.running.lock().unwrap().remove(&running.id);
     match result {
         _ if cancel.is_cancelled() => Outcome::Cancelled,
         Ok(value) => Outcome::Succeeded(value),
@@ -191,7 +217,12 @@ async fn finish(shared: &Shared, attempt: &Job, outcome: Outcome) -> Result<(), 
                 return None;
             }
             let mut next = job.clone();
-            match (&outcome, retry_at) {
+            // A cancel asked for during the attempt wins over anything but success.
+            let outcome = match &outcome {
+                Outcome::Failed(_) if job.cancel_requested => &Outcome::Cancelled,
+                outcome => outcome,
+            };
+            match (outcome, retry_at) {
                 (Outcome::Succeeded(result), _) => {
                     next.status = JobStatus::Succeeded;
                     next.result = Some(result.clone());

@@ -8,9 +8,11 @@ pub mod builtin;
 mod handler;
 mod metrics;
 mod pool;
+mod recorder;
 mod registry;
 
 pub use backoff::Backoff;
 pub use handler::{Handler, JobContext, JobError};
 pub use pool::{WorkerPool, WorkerSettings};
+pub use recorder::Recorder;
 pub use registry::Registry;

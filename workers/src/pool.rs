@@ -70,7 +70,7 @@ impl WorkerPool {
         let shared = self.shared;
         let mut subscription = shared
             .broker
-            .subscribe(&shared.topics.jobs(), "conveyor-workers")
+            .subscribe(&shared.topics.jobs(), Topics::WORKERS)
             .await?;
         let watcher = tokio::spawn(watch_cancellations(shared.clone(), shutdown.clone()));
         let permits = Arc::new(Semaphore::new(shared.settings.concurrency));

@@ -1,0 +1,71 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use conveyor_events::{Broker, BrokerError, Command, Delivery, Topics};
+use conveyor_store::Ledger;
+use tokio_util::sync::CancellationToken;
+
+/// Commands recorded in one go: they share the store's group commits.
+const RECORD_BATCH: usize = 512;
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// Records every accepted job in the store as soon as it is published, in its own consumer group,
+/// so lists and cold-cache lookups see jobs however far behind the workers are.
+pub struct Recorder {
+    broker: Arc<dyn Broker>,
+    ledger: Ledger,
+    topics: Topics,
+}
+
+impl Recorder {
+    pub fn new(broker: Arc<dyn Broker>, ledger: Ledger, topics: Topics) -> Recorder {
+        Recorder {
+            broker,
+            ledger,
+            topics,
+        }
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), BrokerError> {
+        let mut subscription = self
+            .broker
+            .subscribe(&self.topics.jobs(), Topics::RECORDER)
+            .await?;
+        loop {
+            let received = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                received = subscription.recv(RECORD_BATCH) => received,
+            };
+            match received {
+                Ok(deliveries) => {
+                    let recorded = deliveries.into_iter().map(|delivery| self.record(delivery));
+                    futures_util::future::join_all(recorded).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "The broker did not hand out commands to record; asking again shortly.");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+        }
+    }
+
+    async fn record(&self, delivery: Delivery) {
+        // An undecodable command is the workers' to dead-letter; there is nothing to record.
+        let Ok(Command::RunJob { job }) = Command::decode(&delivery.payload) else {
+            let _ = delivery.ack().await;
+            return;
+        };
+        match self.ledger.record(&job).await {
+            Ok(()) => {
+                if let Err(error) = delivery.ack().await {
+                    tracing::warn!(job_id = %job.id, %error, "Acknowledgement failed; the job may be recorded again.");
+                }
+            }
+            Err(error) => {
+                tracing::error!(job_id = %job.id, %error, "Could not record the job; handing the command back.");
+                tokio::time::sleep(RETRY_PAUSE).await;
+                let _ = delivery.nack().await;
+            }
+        }
+    }
+}
