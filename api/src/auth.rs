@@ -1,6 +1,7 @@
 //! Bearer JWT authentication (HS256) and per-route scopes.
 
 use std::future::{Ready, ready};
+use std::marker::PhantomData;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
@@ -91,6 +92,33 @@ impl FromRequest for Caller {
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(authenticate(request))
+    }
+}
+
+/// A scope a route requires, as a type, so that [`Scoped`] can check it while extracting, before
+/// the body is read: a caller without the scope learns nothing about what its body would get.
+pub trait Scope {
+    const NAME: &'static str;
+}
+
+pub struct JobsWrite;
+
+impl Scope for JobsWrite {
+    const NAME: &'static str = JOBS_WRITE;
+}
+
+/// A caller whose token carries the scope `S`.
+pub struct Scoped<S>(pub Caller, pub PhantomData<S>);
+
+impl<S: Scope> FromRequest for Scoped<S> {
+    type Error = ApiError;
+    type Future = Ready<Result<Scoped<S>, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(request).and_then(|caller| {
+            caller.require(S::NAME)?;
+            Ok(Scoped(caller, PhantomData))
+        }))
     }
 }
 

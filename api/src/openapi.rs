@@ -1,7 +1,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{health, job_types, jobs};
+use crate::routes::{docs, health, job_types, jobs};
 
 /// The OpenAPI 3.1 document, generated from the routes and types themselves.
 #[derive(OpenApi)]
@@ -13,6 +13,7 @@ use crate::routes::{health, job_types, jobs};
     paths(
         jobs::submit, jobs::list, jobs::get, jobs::cancel, jobs::events,
         job_types::list, health::healthz, health::readyz, health::metrics,
+        docs::openapi_json, docs::reference,
     ),
     components(schemas(
         conveyor_schemas::Job, conveyor_schemas::JobStatus, conveyor_schemas::JobTypeInfo,

@@ -55,6 +55,8 @@ pub enum ApiError {
     JobNotFound,
     #[error("there is no such route; /docs lists them")]
     RouteNotFound,
+    #[error("this route does not take that method; /docs lists the ones it takes")]
+    MethodNotAllowed,
     #[error("the job is already {} and cannot be cancelled", .0.as_str())]
     NotCancellable(JobStatus),
     #[error("this Idempotency-Key was used with a different request")]
@@ -116,6 +118,11 @@ impl ApiError {
             ),
             JobNotFound => (StatusCode::NOT_FOUND, "job_not_found", "Job not found"),
             RouteNotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
+            MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+            ),
             NotCancellable(_) => (
                 StatusCode::CONFLICT,
                 "job_not_cancellable",

@@ -52,6 +52,28 @@ pub struct JobServiceSettings {
     pub default_max_attempts: u32,
 }
 
+/// The ETags in an `If-None-Match`: a list, or `*` for any.
+#[derive(Debug, Default)]
+pub struct KnownEtags(Vec<String>);
+
+impl KnownEtags {
+    /// Parses the header value; weak and strong ETags compare alike here.
+    pub fn parse(header: Option<&str>) -> KnownEtags {
+        let etags = header
+            .into_iter()
+            .flat_map(|value| value.split(','))
+            .map(|etag| etag.trim().trim_start_matches("W/").to_owned())
+            .filter(|etag| !etag.is_empty())
+            .collect();
+        KnownEtags(etags)
+    }
+
+    pub fn matches(&self, job: &Job) -> bool {
+        let etag = job.etag();
+        self.0.iter().any(|known| known == "*" || *known == etag)
+    }
+}
+
 pub enum Submitted {
     /// Accepted now: `202`.
     Created(Job),
@@ -195,21 +217,22 @@ impl JobService {
             request_hash: fingerprint.clone(),
         };
         let cache = self.ledger.cache();
-        let holder = match cache.claim_idempotency_key(&job.tenant, key, claim).await? {
-            Some(holder) => holder,
-            // The cache may have forgotten a key that the store still remembers.
-            None => match self
+        let Some(holder) = cache.claim_idempotency_key(&job.tenant, key, claim).await? else {
+            // Claimed here; but the cache may have forgotten a key that the store remembers.
+            let Some(recorded) = self
                 .ledger
                 .store()
                 .find_by_idempotency_key(&job.tenant, key)
                 .await?
-            {
-                Some(recorded) => IdempotencyClaim {
-                    job_id: recorded.id,
-                    request_hash: self::fingerprint(&recorded),
-                },
-                None => return Ok(None),
-            },
+            else {
+                return Ok(None);
+            };
+            cache.release_idempotency_key(&job.tenant, key).await?;
+            // Workers move `run_at` along, so a recorded job is compared without it.
+            if lasting_fingerprint(&recorded) != lasting_fingerprint(job) {
+                return Err(ApiError::IdempotencyKeyReused);
+            }
+            return Ok(Some(recorded));
         };
         if holder.request_hash != fingerprint {
             return Err(ApiError::IdempotencyKeyReused);
@@ -234,18 +257,19 @@ impl JobService {
             .ok_or(ApiError::JobNotFound)
     }
 
-    /// The job once its ETag differs from `known_etag`, or as it is after `wait`.
+    /// The job once its ETag is not among `known` (the client's `If-None-Match`), or as it is
+    /// after `wait`.
     pub async fn wait_for_change(
         &self,
         caller: &Caller,
         id: Uuid,
-        known_etag: Option<&str>,
+        known: &KnownEtags,
         wait: Duration,
     ) -> Result<Job, ApiError> {
         // Subscribed before reading, so that a change between the read and the wait is not missed.
         let mut changes = self.ledger.subscribe();
         let mut job = self.get(caller, id).await?;
-        if wait.is_zero() || known_etag != Some(job.etag().as_str()) {
+        if wait.is_zero() || !known.matches(&job) {
             return Ok(job);
         }
         let deadline = tokio::time::sleep(wait);
@@ -310,16 +334,28 @@ impl JobService {
     }
 }
 
-/// What makes two submissions "the same request" for an idempotency key: computed from the job,
-/// so it can be recomputed from a stored job when the cache has forgotten the key.
+/// What makes two submissions "the same request" for an idempotency key.
 fn fingerprint(job: &Job) -> String {
-    let canonical = serde_json::json!([
+    digest(&serde_json::json!([
         job.job_type,
         job.payload,
         job.max_attempts,
-        job.run_at,
+        job.timeout_ms,
+        job.run_at
+    ]))
+}
+
+/// The part of [`fingerprint`] that a job keeps for life, to compare with a recorded job.
+fn lasting_fingerprint(job: &Job) -> String {
+    digest(&serde_json::json!([
+        job.job_type,
+        job.payload,
+        job.max_attempts,
         job.timeout_ms
-    ]);
-    let digest = Sha256::digest(canonical.to_string().as_bytes());
+    ]))
+}
+
+fn digest(value: &Value) -> String {
+    let digest = Sha256::digest(value.to_string().as_bytes());
     digest.iter().map(|byte| format!("{byte:02x}")).collect()
 }

@@ -37,6 +37,16 @@ impl Outgoing {
     }
 }
 
+/// `at` in whole milliseconds, rounded up, so that a message is never due before its time.
+pub fn due_millis(at: DateTime<Utc>) -> i64 {
+    let millis = at.timestamp_millis();
+    if at.timestamp_subsec_nanos() % 1_000_000 == 0 {
+        millis
+    } else {
+        millis + 1
+    }
+}
+
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
     /// Returns once every message is durable in the broker; an error means none may be assumed

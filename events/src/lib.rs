@@ -11,7 +11,7 @@ mod journal;
 mod memory;
 mod url;
 
-pub use broker::{Acknowledger, Broker, BrokerError, Delivery, Outgoing, Subscription};
+pub use broker::{Acknowledger, Broker, BrokerError, Delivery, Outgoing, Subscription, due_millis};
 pub use command::{Command, CommandError};
 pub use journal::{Journal, JournaledMessage};
 pub use memory::MemoryBroker;

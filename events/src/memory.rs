@@ -9,6 +9,7 @@ use tokio::sync::Notify;
 
 use crate::{
     Acknowledger, Broker, BrokerError, Delivery, Journal, JournaledMessage, Outgoing, Subscription,
+    due_millis,
 };
 
 /// Messages one consumer group may hold before publishers get `Unavailable` (and clients a `503`).
@@ -181,7 +182,7 @@ impl MemoryBroker {
                 key: message.key.clone(),
                 payload: message.payload.clone(),
                 redeliveries,
-                deliver_at_ms: message.deliver_at.map(|at| at.timestamp_millis()),
+                deliver_at_ms: message.deliver_at.map(due_millis),
                 copies: copies.clone(),
             };
             queue.state.lock().unwrap().insert(stored);

@@ -91,7 +91,7 @@ async fn append_all(
                 topic: message.topic.clone(),
                 message_key: message.key.clone(),
                 payload: message.payload.to_vec(),
-                deliver_at_ms: message.deliver_at.map(|at| at.timestamp_millis()),
+                deliver_at_ms: message.deliver_at.map(conveyor_events::due_millis),
             }
             .into()
         })

@@ -26,6 +26,8 @@ async fn the_openapi_document_describes_every_route() {
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),
+        ("/openapi.json", "get"),
+        ("/docs", "get"),
     ];
     for (path, method) in routes {
         assert!(
@@ -118,25 +120,70 @@ async fn health_readiness_and_metrics_answer() {
         std::time::Duration::from_secs(5),
     )
     .await;
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for name in [
-        "conveyor_jobs_submitted_total{type=\"echo\"} 1",
-        "conveyor_jobs_finished_total{outcome=\"succeeded\",type=\"echo\"} 1",
-        "conveyor_http_request_duration_seconds_bucket",
-        "conveyor_job_run_seconds_bucket",
-        "conveyor_job_queue_wait_seconds_bucket",
-        "conveyor_queue_depth{topic=\"conveyor.jobs\"}",
-    ] {
-        assert!(metrics.contains(name), "/metrics lacks {name}");
+    // The outcome is counted just after it is recorded.
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = app
+            .client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("conveyor_jobs_finished_total{") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    // Each test runs in its own process, so these counters hold this test's job only.
+    assert_eq!(
+        metric(&metrics, "conveyor_jobs_submitted_total{type=\"echo\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "conveyor_jobs_finished_total{outcome=\"succeeded\",type=\"echo\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&metrics, "conveyor_job_run_seconds_count{type=\"echo\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "conveyor_job_queue_wait_seconds_count{type=\"echo\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&metrics, "conveyor_queue_depth{topic=\"conveyor.jobs\"}"),
+        0.0
+    );
+    assert!(metrics.contains("conveyor_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/jobs\",status=\"202\""));
+}
+
+/// The value of one exact series in a Prometheus text page.
+fn metric(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("/metrics has no series {series}"))
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_a_405_problem() {
+    let app = spawn_app().await;
+    let response = app.client.put(app.url("/v1/jobs")).send().await.unwrap();
+    crate::helpers::problem(
+        response,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -31,7 +31,23 @@ async fn a_matching_etag_gets_304_without_a_body() {
         .unwrap();
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(again.headers()["etag"].to_str().unwrap(), etag);
+    assert_eq!(
+        again.headers()["cache-control"].to_str().unwrap(),
+        cache_control
+    );
     assert!(again.bytes().await.unwrap().is_empty());
+
+    let listed = app
+        .get(&format!("/v1/jobs/{id}"))
+        .header("if-none-match", format!("\"other\", W/{etag}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.status(),
+        StatusCode::NOT_MODIFIED,
+        "any ETag of the list matches"
+    );
 
     let stale = app
         .get(&format!("/v1/jobs/{id}"))

@@ -54,7 +54,7 @@ async fn a_killed_dev_process_restarted_on_its_database_finishes_every_accepted_
 
     let mut first = start_dev(&database_url, port);
     wait_until_healthy(&client, &base).await;
-    let mut ids = Vec::new();
+    let mut sleeps = Vec::new();
     let submit = |body: Value| {
         let request = client
             .post(format!("{base}/v1/jobs"))
@@ -71,11 +71,11 @@ async fn a_killed_dev_process_restarted_on_its_database_finishes_every_accepted_
         }
     };
     for _ in 0..10 {
-        ids.push(submit(json!({"type": "sleep", "payload": {"ms": 3000}})).await);
+        sleeps.push(submit(json!({"type": "sleep", "payload": {"ms": 3000}})).await);
     }
     let later = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
-    ids.push(submit(json!({"type": "echo", "payload": {}, "run_at": later})).await);
-    ids.push(submit(json!({"type": "fail", "payload": {"times": 1}})).await);
+    let scheduled = submit(json!({"type": "echo", "payload": {}, "run_at": later})).await;
+    let retried = submit(json!({"type": "fail", "payload": {"times": 1}})).await;
     // Let the sleeps start, then kill the process without warning.
     tokio::time::sleep(Duration::from_millis(700)).await;
     first.kill().unwrap();
@@ -84,10 +84,20 @@ async fn a_killed_dev_process_restarted_on_its_database_finishes_every_accepted_
     let mut second = start_dev(&database_url, port);
     wait_until_healthy(&client, &base).await;
     let app = TestApp::attached(&base, SECRET, &token);
-    for id in &ids {
+    for id in &sleeps {
         let job = app.wait_for(id, "succeeded", Duration::from_secs(20)).await;
-        assert!(job["attempts"].as_u64().unwrap() >= 1);
+        assert_eq!(
+            job["attempts"], 2,
+            "the attempt lost with the process counts: {job}"
+        );
     }
+    let job = app
+        .wait_for(&scheduled, "succeeded", Duration::from_secs(20))
+        .await;
+    assert_eq!(job["attempts"], 1, "{job}");
+    app.wait_for(&retried, "succeeded", Duration::from_secs(20))
+        .await;
+    app.listed("/v1/jobs?status=succeeded&limit=100", 12).await;
     second.kill().unwrap();
     second.wait().unwrap();
 }

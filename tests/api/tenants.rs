@@ -26,6 +26,8 @@ async fn another_tenants_job_is_invisible() {
         let response = request.bearer_auth(&intruder).send().await.unwrap();
         problem(response, StatusCode::NOT_FOUND, "job_not_found").await;
     }
+    // Lists read the store: wait until the owner sees the job before checking who else does.
+    app.listed("/v1/jobs", 1).await;
     let theirs: Value = app
         .client
         .get(app.url("/v1/jobs"))

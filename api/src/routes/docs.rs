@@ -15,12 +15,18 @@ static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
 
 static REFERENCE: LazyLock<String> = LazyLock::new(render_reference);
 
+/// This OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object)))]
 pub(crate) async fn openapi_json() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
         .body(DOCUMENT.as_str())
 }
 
+/// An API reference page, rendered from this document.
+#[utoipa::path(get, path = "/docs", tag = "operations",
+    responses((status = 200, description = "HTML", content_type = "text/html", body = String)))]
 pub(crate) async fn reference() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")

@@ -11,9 +11,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::ApiSettings;
-use crate::auth::{Caller, EVENTS_READ, JOBS_READ, JOBS_WRITE};
+use crate::auth::{Caller, EVENTS_READ, JOBS_READ, JOBS_WRITE, JobsWrite, Scoped};
 use crate::problem::{ApiError, Problem};
-use crate::service::{Cancelled, JobService, SubmitJob, Submitted};
+use crate::service::{Cancelled, JobService, KnownEtags, SubmitJob, Submitted};
 use crate::sse;
 
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
@@ -54,12 +54,11 @@ pub struct JobList {
     security(("bearer" = ["jobs:write"]))
 )]
 pub(crate) async fn submit(
-    caller: Caller,
+    Scoped(caller, _): Scoped<JobsWrite>,
     request: HttpRequest,
     body: web::Json<Value>,
     service: web::Data<JobService>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(JOBS_WRITE)?;
     let submission: SubmitJob =
         serde_path_to_error::deserialize(body.into_inner()).map_err(|error| {
             ApiError::InvalidField {
@@ -121,20 +120,20 @@ pub(crate) async fn get(
             Duration::from_secs(seconds).min(settings.max_wait)
         }
     };
-    let known = if_none_match(request.headers());
-    let job = service
-        .wait_for_change(&caller, id, known.as_deref(), wait)
-        .await?;
+    let known = KnownEtags::parse(
+        request
+            .headers()
+            .get(header::IF_NONE_MATCH)
+            .and_then(|value| value.to_str().ok()),
+    );
+    let job = service.wait_for_change(&caller, id, &known, wait).await?;
     let cache_control = if job.status.is_terminal() {
         "private, max-age=86400, immutable"
     } else {
         "private, no-cache"
     };
     let etag = job.etag();
-    if known
-        .as_deref()
-        .is_some_and(|known| known == "*" || known == etag)
-    {
+    if known.matches(&job) {
         return Ok(HttpResponse::NotModified()
             .insert_header((header::ETAG, etag))
             .insert_header((header::CACHE_CONTROL, cache_control))
@@ -315,13 +314,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
                 "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
             ),
         })
-}
-
-/// The ETag a client already has: the first entry of If-None-Match, weak or strong alike.
-fn if_none_match(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::IF_NONE_MATCH)?.to_str().ok()?;
-    let first = value.split(',').next()?.trim();
-    Some(first.trim_start_matches("W/").to_owned())
 }
 
 /// The field a body error is about: serde's path, or the field named in its message.

@@ -7,23 +7,29 @@ pub(crate) mod jobs;
 
 use actix_web::web;
 
+use crate::problem::ApiError;
+
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
-    config
-        .service(
-            web::resource("/v1/jobs")
-                .route(web::post().to(jobs::submit))
-                .route(web::get().to(jobs::list)),
-        )
-        .service(
-            web::resource("/v1/jobs/{id}")
-                .route(web::get().to(jobs::get))
-                .route(web::delete().to(jobs::cancel)),
-        )
-        .route("/v1/jobs/{id}/events", web::get().to(jobs::events))
-        .route("/v1/job-types", web::get().to(job_types::list))
-        .route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/metrics", web::get().to(health::metrics))
-        .route("/openapi.json", web::get().to(docs::openapi_json))
-        .route("/docs", web::get().to(docs::reference));
+    let resources = [
+        web::resource("/v1/jobs")
+            .route(web::post().to(jobs::submit))
+            .route(web::get().to(jobs::list)),
+        web::resource("/v1/jobs/{id}")
+            .route(web::get().to(jobs::get))
+            .route(web::delete().to(jobs::cancel)),
+        web::resource("/v1/jobs/{id}/events").route(web::get().to(jobs::events)),
+        web::resource("/v1/job-types").route(web::get().to(job_types::list)),
+        web::resource("/healthz").route(web::get().to(health::healthz)),
+        web::resource("/readyz").route(web::get().to(health::readyz)),
+        web::resource("/metrics").route(web::get().to(health::metrics)),
+        web::resource("/openapi.json").route(web::get().to(docs::openapi_json)),
+        web::resource("/docs").route(web::get().to(docs::reference)),
+    ];
+    for resource in resources {
+        config.service(resource.default_service(web::to(method_not_allowed)));
+    }
+}
+
+async fn method_not_allowed() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
 }
