@@ -40,7 +40,7 @@ impl Outgoing {
 /// `at` in whole milliseconds, rounded up, so that a message is never due before its time.
 pub fn due_millis(at: DateTime<Utc>) -> i64 {
     let millis = at.timestamp_millis();
-    if at.timestamp_subsec_nanos() % 1_000_000 == 0 {
+    if at.timestamp_subsec_nanos().is_multiple_of(1_000_000) {
         millis
     } else {
         millis + 1
