@@ -57,14 +57,11 @@ impl Ledger {
         Ok(())
     }
 
-    /// A job as a command carries it: committed to the store (and kept by the cache, if newer) so
-    /// that it can be listed and looked up even with a cold cache. Idempotent: the store keeps the
-    /// newest snapshot.
+    /// A job as a command carries it, committed to the store so that it can be listed and looked
+    /// up even with a cold cache. Idempotent: the store keeps the newest snapshot. The cache is
+    /// left alone: the API put the job there, and a cold cache must not take this (possibly old)
+    /// snapshot for the newest.
     pub async fn record(&self, job: &Job) -> Result<(), StoreError> {
-        // Warms a cold cache from the store first; otherwise it would take the command's old
-        // snapshot as the newest and move the job backwards.
-        self.get(job.id).await?;
-        self.cache.put_job(job).await?;
         self.store.write(job.clone()).await
     }
 
