@@ -73,14 +73,7 @@ async fn the_reference_page_lists_the_routes() {
 #[tokio::test]
 async fn job_types_come_with_their_payload_schemas() {
     let app = spawn_app().await;
-    let types: Value = app
-        .get("/v1/job-types")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let types: Value = app.get_json("/v1/job-types").await;
     let names: Vec<&str> = types["items"]
         .as_array()
         .unwrap()

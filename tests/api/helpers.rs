@@ -184,3 +184,25 @@ impl TestApp {
         }
     }
 }
+
+impl TestApp {
+    /// A GET with this app's token, answered `200` with JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self.get(path).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        response.json().await.unwrap()
+    }
+
+    /// The job's current ETag.
+    pub async fn etag(&self, id: &str) -> String {
+        let response = self.get(&format!("/v1/jobs/{id}")).send().await.unwrap();
+        response.headers()["etag"].to_str().unwrap().to_owned()
+    }
+
+    /// Submits `body` and waits until the job reaches `status`.
+    pub async fn run_until(&self, body: Value, status: &str) -> Value {
+        let job = self.submit(body).await;
+        self.wait_for(job["id"].as_str().unwrap(), status, Duration::from_secs(5))
+            .await
+    }
+}

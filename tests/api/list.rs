@@ -24,7 +24,7 @@ async fn pages_are_newest_first_and_cover_every_job_once() {
             Some(cursor) => format!("/v1/jobs?limit=10&cursor={cursor}"),
             None => "/v1/jobs?limit=10".to_owned(),
         };
-        let page: Value = app.get(&path).send().await.unwrap().json().await.unwrap();
+        let page: Value = app.get_json(&path).await;
         let items = page["items"].as_array().unwrap();
         assert!(items.len() <= 10);
         seen.extend(
@@ -78,7 +78,7 @@ async fn lists_filter_by_type_and_status() {
         let expected = HashSet::from([expected["id"].as_str().unwrap().to_owned()]);
         let mut found = HashSet::new();
         for _ in 0..100 {
-            let page: Value = app.get(path).send().await.unwrap().json().await.unwrap();
+            let page: Value = app.get_json(path).await;
             found = ids(page);
             if found == expected {
                 break;

@@ -121,15 +121,7 @@ async fn a_long_poll_without_change_answers_304_after_the_wait() {
     let job = app.submit(json!({"type": "echo", "payload": {}})).await;
     let id = job["id"].as_str().unwrap();
     app.wait_for(id, "succeeded", Duration::from_secs(5)).await;
-    let etag = app
-        .get(&format!("/v1/jobs/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .headers()["etag"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let etag = app.etag(id).await;
     let started = Instant::now();
     let response = app
         .get(&format!("/v1/jobs/{id}?wait=1"))
@@ -147,15 +139,7 @@ async fn a_long_poll_is_capped_by_the_server() {
     let job = app.submit(json!({"type": "echo", "payload": {}})).await;
     let id = job["id"].as_str().unwrap();
     app.wait_for(id, "succeeded", Duration::from_secs(5)).await;
-    let etag = app
-        .get(&format!("/v1/jobs/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .headers()["etag"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let etag = app.etag(id).await;
     let started = Instant::now();
     let response = app
         .get(&format!("/v1/jobs/{id}?wait=3600"))

@@ -7,14 +7,10 @@ use crate::helpers::spawn_app;
 #[tokio::test]
 async fn a_job_that_fails_twice_succeeds_on_its_third_attempt_within_seconds() {
     let app = spawn_app().await;
-    let job = app
-        .submit(json!({"type": "fail", "payload": {"times": 2}}))
-        .await;
     let done = app
-        .wait_for(
-            job["id"].as_str().unwrap(),
+        .run_until(
+            json!({"type": "fail", "payload": {"times": 2}}),
             "succeeded",
-            Duration::from_secs(5),
         )
         .await;
     assert_eq!(done["attempts"], 3);
@@ -25,14 +21,10 @@ async fn a_job_that_fails_twice_succeeds_on_its_third_attempt_within_seconds() {
 #[tokio::test]
 async fn a_job_out_of_attempts_fails_with_its_last_error() {
     let app = spawn_app().await;
-    let job = app
-        .submit(json!({"type": "fail", "payload": {"times": 5}, "max_attempts": 2}))
-        .await;
     let done = app
-        .wait_for(
-            job["id"].as_str().unwrap(),
+        .run_until(
+            json!({"type": "fail", "payload": {"times": 5}, "max_attempts": 2}),
             "failed",
-            Duration::from_secs(5),
         )
         .await;
     assert_eq!(done["attempts"], 2);
