@@ -1,7 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::spawn_app;
+use crate::helpers::{metric, spawn_app};
 
 #[tokio::test]
 async fn the_openapi_document_describes_every_route() {
@@ -158,13 +158,6 @@ async fn health_readiness_and_metrics_answer() {
         0.0
     );
     assert!(metrics.contains("conveyor_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/jobs\",status=\"202\""));
-}
-
-/// The value of one exact series in a Prometheus text page.
-fn metric(page: &str, series: &str) -> f64 {
-    page.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("/metrics has no series {series}"))
 }
 
 #[tokio::test]

@@ -206,3 +206,10 @@ impl TestApp {
             .await
     }
 }
+
+/// The value of one exact series in a Prometheus text page.
+pub fn metric(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("/metrics has no series {series}"))
+}

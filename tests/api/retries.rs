@@ -100,3 +100,34 @@ async fn a_retrying_job_shows_retrying_with_its_next_run_time() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_failed_job_is_dead_lettered() {
+    let app = spawn_app().await;
+    app.run_until(
+        json!({"type": "fail", "payload": {"times": 1, "permanent": true}}),
+        "failed",
+    )
+    .await;
+    let mut depth = 0.0;
+    for _ in 0..100 {
+        let page = app
+            .client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        depth = crate::helpers::metric(
+            &page,
+            "conveyor_queue_depth{topic=\"conveyor.dead-letter\"}",
+        );
+        if depth == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(depth, 1.0, "the failed job waits on the dead-letter topic");
+}

@@ -78,8 +78,11 @@ async fn handle(shared: &Shared, command_job: Job) -> Result<(), AttemptError> {
         .await?
         .unwrap_or_else(|| command_job.clone());
     if current.status.is_terminal() {
-        // A redelivery: make sure the store has the outcome too, in case it was the cache's
-        // write that landed and the store's that failed.
+        // A redelivery: whatever failed after the outcome reached the cache last time (the store
+        // write, the dead-lettering) is done again; both are idempotent for readers.
+        if current.status == JobStatus::Failed {
+            dead_letter(shared, &current).await?;
+        }
         ledger.store().write(current).await?;
         return Ok(());
     }
@@ -266,17 +269,20 @@ async fn finish(shared: &Shared, attempt: &Job, outcome: Outcome) -> Result<(), 
                 attempts = recorded.attempts,
                 "Job failed; dead-lettering it."
             );
-            let command = Command::RunJob {
-                job: recorded.clone(),
-            };
-            let dead = Outgoing::now(recorded.id.to_string(), command.encode());
-            shared
-                .broker
-                .publish(&shared.topics.dead_letter(), vec![dead])
-                .await?;
+            dead_letter(shared, &recorded).await?;
         }
         _ => {}
     }
+    Ok(())
+}
+
+async fn dead_letter(shared: &Shared, job: &Job) -> Result<(), AttemptError> {
+    let command = Command::RunJob { job: job.clone() };
+    let dead = Outgoing::now(job.id.to_string(), command.encode());
+    shared
+        .broker
+        .publish(&shared.topics.dead_letter(), vec![dead])
+        .await?;
     Ok(())
 }
 
