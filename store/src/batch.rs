@@ -108,8 +108,33 @@ where
     }
 }
 
+/// Splits `items` into chunks whose sizes are powers of two, at most `max` (itself a power of two):
+/// a batch of any size then needs only a few distinct statements, which the driver's statement
+/// cache keeps prepared instead of parsing a new one for every batch size.
+pub(crate) fn power_of_two_chunks<T>(mut items: &[T], max: usize) -> Vec<&[T]> {
+    debug_assert!(max.is_power_of_two());
+    let mut chunks = Vec::new();
+    while !items.is_empty() {
+        let size = max.min(1 << items.len().ilog2());
+        let (chunk, rest) = items.split_at(size);
+        chunks.push(chunk);
+        items = rest;
+    }
+    chunks
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn chunks_are_powers_of_two_that_cover_everything() {
+        let items: Vec<u32> = (0..1000).collect();
+        let chunks = super::power_of_two_chunks(&items, 256);
+        let sizes: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [256, 256, 256, 128, 64, 32, 8]);
+        assert_eq!(chunks.concat(), items);
+        assert!(super::power_of_two_chunks::<u32>(&[], 256).is_empty());
+    }
+
     use super::*;
     use std::sync::Mutex;
 

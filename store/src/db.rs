@@ -36,10 +36,11 @@ pub struct Database {
 impl Database {
     pub async fn connect(url: &str, read_url: Option<&str>) -> Result<Database, StoreError> {
         let kind = DatabaseKind::of(url)?;
-        let write = open(url, kind).await?;
-        let read = match read_url {
-            Some(read_url) => open(read_url, DatabaseKind::of(read_url)?).await?,
-            None => write.clone(),
+        let write = open(url, kind, Pool::Write).await?;
+        let read = match (read_url, kind) {
+            (Some(read_url), _) => open(read_url, DatabaseKind::of(read_url)?, Pool::Read).await?,
+            (None, DatabaseKind::Sqlite) => open(url, kind, Pool::Read).await?,
+            (None, DatabaseKind::Postgres) => write.clone(),
         };
         Ok(Database { kind, write, read })
     }
@@ -65,7 +66,13 @@ impl Database {
     }
 }
 
-async fn open(url: &str, kind: DatabaseKind) -> Result<DatabaseConnection, StoreError> {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pool {
+    Write,
+    Read,
+}
+
+async fn open(url: &str, kind: DatabaseKind, pool: Pool) -> Result<DatabaseConnection, StoreError> {
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .sqlx_logging(false)
@@ -74,13 +81,18 @@ async fn open(url: &str, kind: DatabaseKind) -> Result<DatabaseConnection, Store
     if kind == DatabaseKind::Sqlite {
         // WAL lets readers run beside the one writer; NORMAL sync keeps every commit across a
         // process crash (only an OS crash can lose the last ones), which is the embedded promise.
-        options.max_connections(4).map_sqlx_sqlite_opts(|sqlite| {
-            sqlite
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(10))
-                .create_if_missing(true)
-        });
+        // SQLite takes one writer at a time; more write connections would only wait on its lock
+        // in sleeping busy handlers. One write connection makes writers queue in the pool instead.
+        let connections = if pool == Pool::Write { 1 } else { 4 };
+        options
+            .max_connections(connections)
+            .map_sqlx_sqlite_opts(|sqlite| {
+                sqlite
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(10))
+                    .create_if_missing(true)
+            });
     } else {
         options.max_connections(16);
     }

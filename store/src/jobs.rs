@@ -6,17 +6,19 @@ use conveyor_schemas::{Job, JobStatus};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ColumnTrait, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
-    QuerySelect,
+    QuerySelect, TransactionTrait,
 };
 use uuid::Uuid;
 
-use crate::batch::Batcher;
+use crate::batch::{Batcher, power_of_two_chunks};
 use crate::entity::jobs;
 use crate::{Database, StoreError};
 
-/// Rows per group commit; 19 columns a row keeps one statement well under SQLite's 32,766
-/// bound parameters.
-const WRITE_BATCH: usize = 500;
+/// Snapshots per group commit.
+const WRITE_BATCH: usize = 512;
+/// Rows per statement: 19 columns a row keeps a statement well under SQLite's 32,766 bound
+/// parameters.
+const ROWS_PER_STATEMENT: usize = 256;
 
 /// Jobs in the database: written in group commits, read from the replica when there is one.
 #[derive(Clone)]
@@ -128,9 +130,10 @@ async fn upsert_newest(db: DatabaseConnection, batch: Arc<Vec<Job>>) -> Result<(
             }
         }
     }
-    let rows = newest
+    let rows: Vec<jobs::ActiveModel> = newest
         .into_values()
-        .map(|job| jobs::Model::from(job).into_active_model());
+        .map(|job| jobs::Model::from(job).into_active_model())
+        .collect();
     let terminal: Vec<String> = JobStatus::ALL
         .iter()
         .filter(|status| status.is_terminal())
@@ -158,9 +161,13 @@ async fn upsert_newest(db: DatabaseConnection, batch: Arc<Vec<Job>>) -> Result<(
         ])
         .action_and_where(Expr::cust(guard))
         .to_owned();
-    jobs::Entity::insert_many(rows)
-        .on_conflict(on_conflict)
-        .exec_without_returning(&db)
-        .await?;
+    let txn = db.begin().await?;
+    for chunk in power_of_two_chunks(&rows, ROWS_PER_STATEMENT) {
+        jobs::Entity::insert_many(chunk.to_vec())
+            .on_conflict(on_conflict.clone())
+            .exec_without_returning(&txn)
+            .await?;
+    }
+    txn.commit().await?;
     Ok(())
 }

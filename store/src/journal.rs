@@ -7,12 +7,13 @@ use sea_orm::{
     ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
 };
 
-use crate::batch::Batcher;
+use crate::batch::{Batcher, power_of_two_chunks};
 use crate::entity::broker_messages;
 use crate::{Database, StoreError};
 
-/// Rows per statement: 5 columns a row, well under SQLite's bound-parameter limit.
-const ROWS_PER_STATEMENT: usize = 1000;
+/// Rows per statement (a power of two): 5 columns a row, well under SQLite's bound-parameter
+/// limit.
+const ROWS_PER_STATEMENT: usize = 1024;
 /// Publish calls folded into one commit.
 const APPENDS_PER_COMMIT: usize = 512;
 const REMOVALS_PER_COMMIT: usize = 4096;
@@ -97,7 +98,7 @@ async fn append_all(
         })
         .collect();
     let txn = db.begin().await?;
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+    for chunk in power_of_two_chunks(&rows, ROWS_PER_STATEMENT) {
         broker_messages::Entity::insert_many(chunk.to_vec())
             .exec_without_returning(&txn)
             .await?;
@@ -108,7 +109,7 @@ async fn append_all(
 
 async fn remove_all(db: DatabaseConnection, batch: Arc<Vec<u64>>) -> Result<(), StoreError> {
     let txn = db.begin().await?;
-    for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+    for chunk in power_of_two_chunks(&batch, ROWS_PER_STATEMENT) {
         broker_messages::Entity::delete_many()
             .filter(broker_messages::Column::Seq.is_in(chunk.iter().map(|seq| *seq as i64)))
             .exec(&txn)
