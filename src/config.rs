@@ -138,14 +138,20 @@ pub struct TokenArgs {
     /// The secret the API verifies with.
     #[arg(long, env = "CONVEYOR_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: String,
-    #[arg(long, default_value = "dev")]
+    /// The tenant the token acts for.
+    #[arg(long, env = "CONVEYOR_TOKEN_TENANT", default_value = "dev")]
     pub tenant: String,
-    #[arg(long, default_value = "dev")]
+    /// Who the token is for (the `sub` claim).
+    #[arg(long, env = "CONVEYOR_TOKEN_SUBJECT", default_value = "dev")]
     pub subject: String,
     /// Space-separated scopes.
-    #[arg(long, default_value = "jobs:write jobs:read events:read")]
+    #[arg(
+        long,
+        env = "CONVEYOR_TOKEN_SCOPE",
+        default_value = "jobs:write jobs:read events:read"
+    )]
     pub scope: String,
     /// Validity, in hours.
-    #[arg(long, default_value_t = 24)]
+    #[arg(long, env = "CONVEYOR_TOKEN_HOURS", default_value_t = 24)]
     pub hours: i64,
 }

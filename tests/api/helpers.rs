@@ -41,10 +41,6 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
         "test-secret",
         "--http-workers",
         "2",
-        "--retry-base-ms",
-        "20",
-        "--retry-max-ms",
-        "200",
     ];
     args.extend_from_slice(extra);
     let cli = Cli::try_parse_from(args).expect("test arguments parse");

@@ -131,3 +131,33 @@ async fn a_failed_job_is_dead_lettered() {
     }
     assert_eq!(depth, 1.0, "the failed job waits on the dead-letter topic");
 }
+
+#[tokio::test]
+async fn no_more_attempts_run_at_once_than_the_concurrency_allows() {
+    let app = crate::helpers::spawn_app_with(&["--concurrency", "2"]).await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let job = app
+            .submit(json!({"type": "sleep", "payload": {"ms": 300}}))
+            .await;
+        ids.push(job["id"].as_str().unwrap().to_owned());
+    }
+    let mut most_running = 0;
+    loop {
+        let mut running = 0;
+        let mut finished = 0;
+        for id in &ids {
+            match app.job(id).await["status"].as_str().unwrap() {
+                "running" => running += 1,
+                "succeeded" => finished += 1,
+                _ => {}
+            }
+        }
+        most_running = most_running.max(running);
+        if finished == ids.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(most_running, 2, "two at a time, and never more");
+}
