@@ -14,6 +14,8 @@ pub struct Backends {
     pub ledger: Ledger,
     pub database: Database,
     pub topics: Topics,
+    /// The in-process broker's journal, when that is the broker.
+    journal: Option<Arc<SqlJournal>>,
 }
 
 /// Whether the process runs the API and the workers together (so an in-process broker can serve
@@ -47,7 +49,7 @@ impl Backends {
                 bail!("CONVEYOR_CACHE_URL: this build has no Redis cache yet; use memory://")
             }
         };
-        let broker: Arc<dyn Broker> = match broker_kind {
+        let (broker, journal): (Arc<dyn Broker>, _) = match broker_kind {
             BrokerKind::Memory if role != Role::Both => bail!(
                 "CONVEYOR_BROKER_URL: memory:// lives inside one process, so it only serves \
                  `conveyor dev`; separate api and worker processes need kafka:// or amqp://"
@@ -61,7 +63,8 @@ impl Backends {
                     (jobs.as_str(), Topics::RECORDER),
                     (dead_letter.as_str(), Topics::DEAD_LETTERS),
                 ];
-                Arc::new(MemoryBroker::durable(journal, &groups).await?)
+                let broker = MemoryBroker::durable(journal.clone(), &groups).await?;
+                (Arc::new(broker), Some(journal))
             }
             BrokerKind::Kafka { .. } | BrokerKind::Amqp { .. } => bail!(
                 "CONVEYOR_BROKER_URL: this build has no Kafka or RabbitMQ adapter yet; use memory://"
@@ -73,6 +76,22 @@ impl Backends {
             ledger,
             database,
             topics,
+            journal,
         })
+    }
+
+    /// Commits every write still queued, so that a clean shutdown leaves nothing to replay.
+    pub async fn flush(&self) -> anyhow::Result<()> {
+        if let Some(journal) = &self.journal {
+            journal
+                .flush()
+                .await
+                .context("Failed to flush the broker journal")?;
+        }
+        self.ledger
+            .store()
+            .flush()
+            .await
+            .context("Failed to flush job writes")
     }
 }

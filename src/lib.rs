@@ -28,6 +28,7 @@ pub struct Running {
     shutdown: CancellationToken,
     api: Option<ServerHandle>,
     tasks: JoinSet<anyhow::Result<()>>,
+    backends: Option<Backends>,
 }
 
 impl Running {
@@ -63,6 +64,14 @@ impl Running {
                 outcome = ended;
             }
         }
+        if let Some(backends) = &self.backends
+            && let Err(error) = backends.flush().await
+        {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "Some writes could not be flushed; they will be replayed at the next start."
+            );
+        }
         outcome
     }
 }
@@ -75,6 +84,7 @@ pub async fn start(command: Command) -> anyhow::Result<Running> {
         shutdown: CancellationToken::new(),
         api: None,
         tasks: JoinSet::new(),
+        backends: None,
     };
     match command {
         Command::Dev(args) => {
@@ -87,6 +97,7 @@ pub async fn start(command: Command) -> anyhow::Result<Running> {
             start_api(&mut running, &backends, &args.http, &secret)?;
             start_workers(&mut running, &backends, &args.workers);
             print_dev_banner(&running, &args.backends, &secret);
+            running.backends = Some(backends);
         }
         Command::Api(args) => {
             let secret = args
@@ -96,10 +107,12 @@ pub async fn start(command: Command) -> anyhow::Result<Running> {
                 .context("CONVEYOR_JWT_SECRET must be set for `conveyor api`")?;
             let backends = Backends::connect(&args.backends, Role::ApiOnly).await?;
             start_api(&mut running, &backends, &args.http, &secret)?;
+            running.backends = Some(backends);
         }
         Command::Worker(args) => {
             let backends = Backends::connect(&args.backends, Role::WorkerOnly).await?;
             start_workers(&mut running, &backends, &args.workers);
+            running.backends = Some(backends);
         }
         Command::Migrate(args) => {
             let database = conveyor_store::Database::connect(&args.database_url, None).await?;

@@ -11,8 +11,10 @@ use crate::StoreError;
 
 const FLUSH_TRIES: u32 = 5;
 
+/// A value to commit (with or without someone waiting for it), or a waiter alone: a flush, told
+/// once everything handed over before it is committed.
 struct Item<T> {
-    value: T,
+    value: Option<T>,
     done: Option<oneshot::Sender<Result<(), StoreError>>>,
 }
 
@@ -42,10 +44,14 @@ impl<T: Send + Sync + 'static> Batcher<T> {
                 let mut values = Vec::with_capacity(items.len());
                 let mut waiters = Vec::with_capacity(items.len());
                 for item in items.drain(..) {
-                    values.push(item.value);
+                    values.extend(item.value);
                     waiters.extend(item.done);
                 }
-                let result = flush_with_retries(name, &flush, Arc::new(values)).await;
+                let result = if values.is_empty() {
+                    Ok(())
+                } else {
+                    flush_with_retries(name, &flush, Arc::new(values)).await
+                };
                 for waiter in waiters {
                     let _ = waiter.send(result.clone());
                 }
@@ -56,6 +62,24 @@ impl<T: Send + Sync + 'static> Batcher<T> {
 
     /// Hands `value` over and waits until it is committed.
     pub(crate) async fn commit(&self, value: T) -> Result<(), StoreError> {
+        self.wait_for(Some(value)).await
+    }
+
+    /// Hands `value` over without waiting for the commit (but waiting for room in the queue).
+    pub(crate) async fn enqueue(&self, value: T) -> Result<(), StoreError> {
+        self.send(Item {
+            value: Some(value),
+            done: None,
+        })
+        .await
+    }
+
+    /// Waits until everything handed over so far is committed: for a clean shutdown.
+    pub(crate) async fn flush(&self) -> Result<(), StoreError> {
+        self.wait_for(None).await
+    }
+
+    async fn wait_for(&self, value: Option<T>) -> Result<(), StoreError> {
         let (done, committed) = oneshot::channel();
         self.send(Item {
             value,
@@ -65,11 +89,6 @@ impl<T: Send + Sync + 'static> Batcher<T> {
         committed
             .await
             .map_err(|_| StoreError::Database("the writer stopped".into()))?
-    }
-
-    /// Hands `value` over without waiting for the commit (but waiting for room in the queue).
-    pub(crate) async fn enqueue(&self, value: T) -> Result<(), StoreError> {
-        self.send(Item { value, done: None }).await
     }
 
     async fn send(&self, item: Item<T>) -> Result<(), StoreError> {
@@ -162,6 +181,25 @@ mod tests {
         let flushes = flushes.lock().unwrap();
         assert_eq!(flushes.iter().sum::<usize>(), 500);
         assert!(flushes.len() < 500, "every commit took its own flush");
+    }
+
+    #[tokio::test]
+    async fn a_flush_waits_for_everything_enqueued_before_it() {
+        let committed = Arc::new(Mutex::new(Vec::new()));
+        let seen = committed.clone();
+        let batcher = Batcher::spawn("test", 4, move |values: Arc<Vec<u32>>| {
+            let seen = seen.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                seen.lock().unwrap().extend(values.iter().copied());
+                Ok(())
+            }
+        });
+        for value in 0..10 {
+            batcher.enqueue(value).await.unwrap();
+        }
+        batcher.flush().await.unwrap();
+        assert_eq!(*committed.lock().unwrap(), (0..10).collect::<Vec<_>>());
     }
 
     #[tokio::test]

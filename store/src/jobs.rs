@@ -63,6 +63,11 @@ impl JobStore {
         self.writes.enqueue(job).await
     }
 
+    /// Waits until every snapshot handed over so far is committed.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.writes.flush().await
+    }
+
     pub async fn get(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
         jobs::Entity::find_by_id(id)
             .one(&self.db.read)

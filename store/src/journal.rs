@@ -44,6 +44,14 @@ impl SqlJournal {
     }
 }
 
+impl SqlJournal {
+    /// Waits until every append and removal handed over so far is committed.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.appends.flush().await?;
+        self.removals.flush().await
+    }
+}
+
 fn unavailable(error: StoreError) -> BrokerError {
     BrokerError::Unavailable(format!("journal: {error}"))
 }

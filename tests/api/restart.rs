@@ -5,6 +5,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use conveyor_events::Journal;
 use serde_json::json;
 use tempfile::TempDir;
 
@@ -128,6 +129,17 @@ async fn sigterm_lets_running_attempts_finish_before_exiting() {
         .await
         .unwrap();
     assert!(exit.success(), "conveyor exited with {exit}");
+    let database = conveyor_store::Database::connect(&site.database_url, None)
+        .await
+        .unwrap();
+    let left = conveyor_store::SqlJournal::new(&database)
+        .pending()
+        .await
+        .unwrap();
+    assert!(
+        left.is_empty(),
+        "a clean shutdown leaves nothing to replay: {left:?}"
+    );
 
     let mut second = site.start().await;
     let done = app.job(&job).await;
