@@ -237,15 +237,27 @@ impl JobService {
         if holder.request_hash != fingerprint {
             return Err(ApiError::IdempotencyKeyReused);
         }
-        let deadline = tokio::time::Instant::now() + IDEMPOTENT_WAIT;
+        // The first request puts its job in the cache once the broker has it: wait for that.
+        let mut changes = self.ledger.subscribe();
+        if let Some(existing) = self.ledger.get(holder.job_id).await? {
+            return Ok(Some(existing));
+        }
+        let deadline = tokio::time::sleep(IDEMPOTENT_WAIT);
+        tokio::pin!(deadline);
         loop {
-            if let Some(existing) = self.ledger.get(holder.job_id).await? {
-                return Ok(Some(existing));
+            tokio::select! {
+                _ = &mut deadline => return Err(ApiError::IdempotencyKeyInUse),
+                change = changes.recv() => match change {
+                    Ok(job) if job.id == holder.job_id => return Ok(Some((*job).clone())),
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => {
+                        if let Some(existing) = self.ledger.get(holder.job_id).await? {
+                            return Ok(Some(existing));
+                        }
+                    }
+                    Err(RecvError::Closed) => return Err(ApiError::IdempotencyKeyInUse),
+                },
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(ApiError::IdempotencyKeyInUse);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

@@ -1,6 +1,6 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -25,7 +25,9 @@ pub struct MemoryBroker {
 }
 
 struct Inner {
-    topics: Mutex<HashMap<String, Arc<Topic>>>,
+    /// Read on every publish and written only when a topic or group first appears, so publishers
+    /// share it without contending.
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
     journal: Option<Arc<dyn Journal>>,
     next_seq: AtomicU64,
     capacity: usize,
@@ -33,7 +35,7 @@ struct Inner {
 
 #[derive(Default)]
 struct Topic {
-    groups: Mutex<HashMap<String, Arc<Queue>>>,
+    groups: RwLock<HashMap<String, Arc<Queue>>>,
 }
 
 #[derive(Default)]
@@ -140,7 +142,7 @@ impl MemoryBroker {
     fn build(journal: Option<Arc<dyn Journal>>, capacity: usize) -> MemoryBroker {
         MemoryBroker {
             inner: Arc::new(Inner {
-                topics: Mutex::default(),
+                topics: RwLock::default(),
                 journal,
                 next_seq: AtomicU64::new(1),
                 capacity,
@@ -149,20 +151,26 @@ impl MemoryBroker {
     }
 
     fn topic(&self, name: &str) -> Arc<Topic> {
-        let mut topics = self.inner.topics.lock().unwrap();
+        if let Some(topic) = self.inner.topics.read().unwrap().get(name) {
+            return topic.clone();
+        }
+        let mut topics = self.inner.topics.write().unwrap();
         topics.entry(name.to_owned()).or_default().clone()
     }
 
     fn queue(&self, topic: &str, group: &str) -> Arc<Queue> {
         let topic = self.topic(topic);
-        let mut groups = topic.groups.lock().unwrap();
+        if let Some(queue) = topic.groups.read().unwrap().get(group) {
+            return queue.clone();
+        }
+        let mut groups = topic.groups.write().unwrap();
         groups.entry(group.to_owned()).or_default().clone()
     }
 
     fn queues(&self, topic: &str) -> Vec<Arc<Queue>> {
         self.topic(topic)
             .groups
-            .lock()
+            .read()
             .unwrap()
             .values()
             .cloned()
