@@ -31,6 +31,20 @@ impl Backends {
     pub async fn connect(args: &BackendArgs, role: Role) -> anyhow::Result<Backends> {
         let broker_kind = BrokerKind::parse(&args.broker_url)?;
         let cache_kind = CacheKind::parse(&args.cache_url)?;
+        // Settings this build cannot serve are refused before anything is opened or created.
+        match (&broker_kind, role) {
+            (BrokerKind::Memory, Role::ApiOnly | Role::WorkerOnly) => bail!(
+                "CONVEYOR_BROKER_URL: memory:// lives inside one process, so it only serves \
+                 `conveyor dev`; separate api and worker processes need kafka:// or amqp://"
+            ),
+            (BrokerKind::Kafka { .. } | BrokerKind::Amqp { .. }, _) => bail!(
+                "CONVEYOR_BROKER_URL: this build has no Kafka or RabbitMQ adapter yet; use memory://"
+            ),
+            (BrokerKind::Memory, Role::Both) => {}
+        }
+        if let CacheKind::Redis { .. } = cache_kind {
+            bail!("CONVEYOR_CACHE_URL: this build has no Redis cache yet; use memory://");
+        }
         let database = Database::connect(&args.database_url, args.database_read_url.as_deref())
             .await
             .context("Failed to open the database")?;
@@ -43,40 +57,24 @@ impl Backends {
             database.check_schema().await?;
         }
         let topics = Topics::new(args.topic_prefix.clone());
-        let cache: Arc<dyn Cache> = match cache_kind {
-            CacheKind::Memory => Arc::new(MemoryCache::new()),
-            CacheKind::Redis { .. } => {
-                bail!("CONVEYOR_CACHE_URL: this build has no Redis cache yet; use memory://")
-            }
-        };
-        let (broker, journal): (Arc<dyn Broker>, _) = match broker_kind {
-            BrokerKind::Memory if role != Role::Both => bail!(
-                "CONVEYOR_BROKER_URL: memory:// lives inside one process, so it only serves \
-                 `conveyor dev`; separate api and worker processes need kafka:// or amqp://"
-            ),
-            BrokerKind::Memory => {
-                let journal = Arc::new(SqlJournal::new(&database));
-                let (jobs, dead_letter) = (topics.jobs(), topics.dead_letter());
-                // Declared before anything is published, so that no group misses a message.
-                let groups = [
-                    (jobs.as_str(), Topics::WORKERS),
-                    (jobs.as_str(), Topics::RECORDER),
-                    (dead_letter.as_str(), Topics::DEAD_LETTERS),
-                ];
-                let broker = MemoryBroker::durable(journal.clone(), &groups).await?;
-                (Arc::new(broker), Some(journal))
-            }
-            BrokerKind::Kafka { .. } | BrokerKind::Amqp { .. } => bail!(
-                "CONVEYOR_BROKER_URL: this build has no Kafka or RabbitMQ adapter yet; use memory://"
-            ),
-        };
+        let cache: Arc<dyn Cache> = Arc::new(MemoryCache::new());
+        let journal = Arc::new(SqlJournal::new(&database));
+        let (jobs, dead_letter) = (topics.jobs(), topics.dead_letter());
+        // Declared before anything is published, so that no group misses a message.
+        let groups = [
+            (jobs.as_str(), Topics::WORKERS),
+            (jobs.as_str(), Topics::RECORDER),
+            (dead_letter.as_str(), Topics::DEAD_LETTERS),
+        ];
+        let broker: Arc<dyn Broker> =
+            Arc::new(MemoryBroker::durable(journal.clone(), &groups).await?);
         let ledger = Ledger::new(cache, JobStore::new(database.clone()));
         Ok(Backends {
             broker,
             ledger,
             database,
             topics,
-            journal,
+            journal: Some(journal),
         })
     }
 

@@ -18,6 +18,15 @@ pub(crate) static SUBMITTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .unwrap()
 });
 
+pub(crate) static CANCELLED_WAITING: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "conveyor_jobs_cancelled_total",
+        "Jobs cancelled before any worker started them, by job type.",
+        &["type"]
+    )
+    .unwrap()
+});
+
 pub(crate) static HTTP_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     register_histogram_vec!(
         "conveyor_http_request_duration_seconds",

@@ -1,3 +1,7 @@
+use utoipa::openapi::Ref;
+use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -20,7 +24,7 @@ use crate::routes::{docs, health, job_types, jobs};
         conveyor_schemas::FieldError, crate::service::SubmitJob, crate::problem::Problem,
         jobs::JobList, job_types::JobTypeList,
     )),
-    modifiers(&BearerJwt),
+    modifiers(&BearerJwt, &ProblemResponses),
     tags(
         (name = "jobs", description = "Submit, read, follow, cancel and list jobs."),
         (name = "operations", description = "Health, readiness and metrics."),
@@ -47,4 +51,61 @@ impl Modify for BearerJwt {
             ),
         );
     }
+}
+
+/// The problems every route can answer, added to every operation here rather than repeated in
+/// each route's annotation: 401 and 403 on routes that need a token, and any other failure (405
+/// for a method the route does not take, an opaque 500) as the default response.
+struct ProblemResponses;
+
+impl Modify for ProblemResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.put,
+            ];
+            for operation in operations.into_iter().flatten() {
+                add_problems(operation);
+            }
+        }
+    }
+}
+
+fn add_problems(operation: &mut Operation) {
+    let responses = &mut operation.responses.responses;
+    if operation.security.is_some() {
+        responses.insert(
+            "401".into(),
+            problem(
+                "Missing, malformed, expired or wrongly signed token (WWW-Authenticate says which)",
+            )
+            .into(),
+        );
+        responses.insert(
+            "403".into(),
+            problem("The token lacks the scope this route requires").into(),
+        );
+    }
+    responses.insert(
+        "default".into(),
+        problem(
+            "Any other failure: 405 method_not_allowed, 500 internal (opaque; the cause is logged)",
+        )
+        .into(),
+    );
+}
+
+fn problem(description: &str) -> Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/problem+json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build()
 }

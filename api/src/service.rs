@@ -326,7 +326,12 @@ impl JobService {
             })
             .await?;
         match change {
-            Change::Applied(job) if job.status == JobStatus::Cancelled => Ok(Cancelled::Now(job)),
+            Change::Applied(job) if job.status == JobStatus::Cancelled => {
+                metrics::CANCELLED_WAITING
+                    .with_label_values(&[&job.job_type])
+                    .inc();
+                Ok(Cancelled::Now(job))
+            }
             Change::Applied(job) => Ok(Cancelled::Requested(job)),
             Change::Declined(job) if job.status.is_terminal() => {
                 Err(ApiError::NotCancellable(job.status))

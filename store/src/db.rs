@@ -60,7 +60,9 @@ impl Database {
         Ok(())
     }
 
+    /// Both the primary and, when there is one, the read replica.
     pub async fn ping(&self) -> Result<(), StoreError> {
+        self.write.ping().await?;
         self.read.ping().await?;
         Ok(())
     }

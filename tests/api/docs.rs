@@ -30,10 +30,21 @@ async fn the_openapi_document_describes_every_route() {
         ("/docs", "get"),
     ];
     for (path, method) in routes {
+        let operation = &document["paths"][path][method];
+        assert!(operation.is_object(), "{method} {path} is not documented");
+        let responses = &operation["responses"];
         assert!(
-            document["paths"][path][method].is_object(),
-            "{method} {path} is not documented"
+            responses["default"].is_object(),
+            "{method} {path}: no default problem"
         );
+        if path.starts_with("/v1/") {
+            for status in ["401", "403"] {
+                assert!(
+                    responses[status].is_object(),
+                    "{method} {path}: no {status}"
+                );
+            }
+        }
     }
     for schema in [
         "Job",

@@ -66,7 +66,7 @@ impl JobContext {
         }
     }
 
-    /// Resolves when the client asked to cancel this job (or the worker is shutting down).
+    /// Resolves when the client asked to cancel this job.
     pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
         self.cancel.cancelled()
     }

@@ -4,7 +4,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::auth::{Caller, JOBS_READ};
-use crate::problem::{ApiError, Problem};
+use crate::problem::ApiError;
 use crate::service::JobService;
 
 #[derive(Serialize, ToSchema)]
@@ -19,8 +19,6 @@ pub struct JobTypeList {
     get, path = "/v1/job-types", tag = "jobs",
     responses(
         (status = 200, description = "The job types", body = JobTypeList),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Token lacks `jobs:read`", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["jobs:read"]))
 )]

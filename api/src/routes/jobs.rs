@@ -40,11 +40,11 @@ pub struct JobList {
     responses(
         (status = 202, description = "Accepted; the job is durable and visible", body = Job,
             headers(("Location" = String, description = "/v1/jobs/{id}"), ("ETag" = String))),
-        (status = 200, description = "Accepted earlier under the same Idempotency-Key", body = Job),
+        (status = 200, description = "Accepted earlier under the same Idempotency-Key", body = Job,
+            headers(("Location" = String, description = "/v1/jobs/{id}"), ("ETag" = String))),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Token lacks `jobs:write`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Idempotency-Key reused with a different request, or still in use", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Idempotency-Key reused with a different request (`idempotency_key_reused`), or its first request is still being accepted (`idempotency_key_in_use`, with Retry-After)", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "With idempotency_key_in_use"))),
         (status = 413, description = "Body over the size limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Unknown type, invalid field or payload; `field` names it", body = Problem, content_type = "application/problem+json"),
@@ -94,8 +94,6 @@ pub(crate) async fn submit(
             headers(("ETag" = String), ("Cache-Control" = String, description = "no-cache while the job can change; long max-age once terminal"))),
         (status = 304, description = "Unchanged since If-None-Match"),
         (status = 400, description = "Bad `wait`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Token lacks `jobs:read`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such job for this tenant", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["jobs:read"]))
@@ -156,8 +154,6 @@ pub(crate) async fn get(
     responses(
         (status = 200, description = "Cancelled", body = Job),
         (status = 202, description = "Running: cancellation requested", body = Job),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Token lacks `jobs:write`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such job for this tenant", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already finished", body = Problem, content_type = "application/problem+json"),
     ),
@@ -191,8 +187,6 @@ pub(crate) async fn cancel(
     responses(
         (status = 200, description = "A page of jobs", body = JobList),
         (status = 400, description = "Bad query parameter; `field` names it", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Token lacks `jobs:read`", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["jobs:read"]))
 )]
@@ -261,8 +255,6 @@ pub(crate) async fn list(
     params(("id" = Uuid, Path, description = "The job id")),
     responses(
         (status = 200, description = "An event stream of job snapshots", content_type = "text/event-stream", body = String),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Token lacks `events:read`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such job for this tenant", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["events:read"]))
