@@ -58,7 +58,9 @@ impl Backends {
         }
         let topics = Topics::new(args.topic_prefix.clone());
         let cache: Arc<dyn Cache> = Arc::new(MemoryCache::new());
-        let journal = Arc::new(SqlJournal::new(&database));
+        let journal = Arc::new(SqlJournal::new(
+            &journal_database(&args.database_url, &database).await?,
+        ));
         let (jobs, dead_letter) = (topics.jobs(), topics.dead_letter());
         // Declared before anything is published, so that no group misses a message.
         let groups = [
@@ -91,5 +93,57 @@ impl Backends {
             .flush()
             .await
             .context("Failed to flush job writes")
+    }
+}
+
+/// Where the in-process broker keeps its journal: beside a SQLite database file, in a file of its
+/// own (`conveyor.db` → `conveyor-broker.db`), so that submissions commit without queueing behind
+/// the job writes of SQLite's single writer; in the database itself otherwise.
+pub fn journal_url(database_url: &str) -> Option<String> {
+    let rest = database_url.strip_prefix("sqlite://")?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path.contains(":memory:") {
+        return None;
+    }
+    let journal = match path.strip_suffix(".db") {
+        Some(stem) => format!("{stem}-broker.db"),
+        None => format!("{path}-broker"),
+    };
+    Some(match query {
+        "" => format!("sqlite://{journal}"),
+        query => format!("sqlite://{journal}?{query}"),
+    })
+}
+
+async fn journal_database(database_url: &str, database: &Database) -> anyhow::Result<Database> {
+    let Some(url) = journal_url(database_url) else {
+        return Ok(database.clone());
+    };
+    let journal = Database::connect(&url, None)
+        .await
+        .context("Failed to open the broker journal")?;
+    journal
+        .migrate()
+        .await
+        .context("Failed to migrate the broker journal")?;
+    Ok(journal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::journal_url;
+
+    #[test]
+    fn a_sqlite_file_gets_a_journal_file_beside_it() {
+        assert_eq!(
+            journal_url("sqlite://conveyor.db?mode=rwc").as_deref(),
+            Some("sqlite://conveyor-broker.db?mode=rwc")
+        );
+        assert_eq!(
+            journal_url("sqlite:///var/lib/conveyor/data").as_deref(),
+            Some("sqlite:///var/lib/conveyor/data-broker")
+        );
+        assert_eq!(journal_url("sqlite::memory:"), None);
+        assert_eq!(journal_url("postgres://localhost/conveyor"), None);
     }
 }

@@ -14,7 +14,7 @@ use conveyor_workers::{Backoff, Recorder, Registry, WorkerPool, WorkerSettings};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use backends::{Backends, Role};
+pub use backends::{Backends, Role, journal_url};
 pub use config::{Cli, Command};
 
 use crate::config::{BackendArgs, HttpArgs, WorkerPoolArgs};

@@ -129,7 +129,8 @@ async fn sigterm_lets_running_attempts_finish_before_exiting() {
         .await
         .unwrap();
     assert!(exit.success(), "conveyor exited with {exit}");
-    let database = conveyor_store::Database::connect(&site.database_url, None)
+    let journal_url = conveyor::journal_url(&site.database_url).unwrap();
+    let database = conveyor_store::Database::connect(&journal_url, None)
         .await
         .unwrap();
     let left = conveyor_store::SqlJournal::new(&database)
