@@ -51,6 +51,16 @@ impl Ledger {
         Ok(Some(job))
     }
 
+    /// The newest snapshot known here: the cache's (else the store's), unless `held` (a snapshot
+    /// the caller holds, e.g. from a command) is newer, as when the cache forgot the job and the
+    /// store has not caught up with its latest writes yet.
+    pub async fn current(&self, held: &Job) -> Result<Job, StoreError> {
+        Ok(match self.get(held.id).await? {
+            Some(found) if found.status.is_terminal() || found.version >= held.version => found,
+            _ => held.clone(),
+        })
+    }
+
     /// A job the broker has accepted: visible at once, before any worker has seen it.
     pub async fn accepted(&self, job: &Job) -> Result<(), StoreError> {
         self.cache.put_job(job).await?;
@@ -67,7 +77,7 @@ impl Ledger {
 
     /// Changes a job by `change`, which sees the job as it is and returns it as it should be (or
     /// `None` to leave it). Retries when another writer got there first; `fallback` stands in for
-    /// a job neither the cache nor the store knows yet. Terminal snapshots are committed to the
+    /// the job where it is newer than what the cache and store know (see [`Ledger::current`]). Terminal snapshots are committed to the
     /// store before this returns.
     pub async fn update(
         &self,
@@ -75,10 +85,7 @@ impl Ledger {
         mut change: impl FnMut(&Job) -> Option<Job>,
     ) -> Result<Change, StoreError> {
         for _ in 0..MAX_RACES {
-            let current = self
-                .get(fallback.id)
-                .await?
-                .unwrap_or_else(|| fallback.clone());
+            let current = self.current(fallback).await?;
             let Some(changed) = change(&current) else {
                 return Ok(Change::Declined(current));
             };

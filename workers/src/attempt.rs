@@ -18,6 +18,14 @@ use crate::pool::Shared;
 /// not turn into a hot redelivery loop.
 const REDELIVERY_PAUSE: Duration = Duration::from_millis(500);
 
+/// What to do with a delivery once handled.
+enum Settle {
+    /// Done with: its outcome (or its part in one) is recorded.
+    Ack,
+    /// Not now: hand it back to be delivered again shortly.
+    Later,
+}
+
 #[derive(Debug)]
 enum Outcome {
     Succeeded(Value),
@@ -57,7 +65,11 @@ pub(crate) async fn process(shared: &Shared, delivery: Delivery) {
     };
     let job_id = job.id;
     match handle(shared, job).await {
-        Ok(()) => {
+        Ok(Settle::Later) => {
+            tokio::time::sleep(REDELIVERY_PAUSE).await;
+            let _ = delivery.nack().await;
+        }
+        Ok(Settle::Ack) => {
             if let Err(error) = delivery.ack().await {
                 tracing::warn!(%job_id, %error, "Acknowledgement failed; the command may be redelivered.");
             }
@@ -71,12 +83,9 @@ pub(crate) async fn process(shared: &Shared, delivery: Delivery) {
 }
 
 #[tracing::instrument(skip_all, fields(job_id = %command_job.id, job_type = %command_job.job_type))]
-async fn handle(shared: &Shared, command_job: Job) -> Result<(), AttemptError> {
+async fn handle(shared: &Shared, command_job: Job) -> Result<Settle, AttemptError> {
     let ledger = &shared.ledger;
-    let current = ledger
-        .get(command_job.id)
-        .await?
-        .unwrap_or_else(|| command_job.clone());
+    let current = ledger.current(&command_job).await?;
     if current.status.is_terminal() {
         // A redelivery: whatever failed after the outcome reached the cache last time (the store
         // write, the dead-lettering) is done again; both are idempotent for readers.
@@ -84,11 +93,7 @@ async fn handle(shared: &Shared, command_job: Job) -> Result<(), AttemptError> {
             dead_letter(shared, &current).await?;
         }
         ledger.store().write(current).await?;
-        return Ok(());
-    }
-    if shared.running.lock().unwrap().contains_key(&current.id) {
-        // A second delivery of a job running here: that attempt records the outcome.
-        return Ok(());
+        return Ok(Settle::Ack);
     }
     let now = Utc::now();
     if let Some(run_at) = current.run_at.filter(|at| *at > now)
@@ -96,12 +101,12 @@ async fn handle(shared: &Shared, command_job: Job) -> Result<(), AttemptError> {
     {
         // Not due yet: the broker holds it until it is.
         hold_until(shared, &current, run_at).await?;
-        return Ok(());
+        return Ok(Settle::Ack);
     }
     if current.status == JobStatus::Running && current.cancel_requested {
         // Its worker died after the client asked to cancel: nothing left to stop.
         finish(shared, &current, Outcome::Cancelled).await?;
-        return Ok(());
+        return Ok(Settle::Ack);
     }
     let Some(handler) = shared.registry.get(&current.job_type) else {
         let error = format!("no worker handles jobs of type `{}`", current.job_type);
@@ -111,14 +116,22 @@ async fn handle(shared: &Shared, command_job: Job) -> Result<(), AttemptError> {
             Outcome::Failed(JobError::Permanent(error)),
         )
         .await?;
-        return Ok(());
+        return Ok(Settle::Ack);
     };
-    // Registered before the job shows `running`, so a cancel request can never miss it.
-    let cancel = CancellationToken::new();
-    let _registered = Registered::new(shared, current.id, cancel.clone());
+    // Registered before the job shows `running`, so a cancel request can never miss it; and only
+    // one delivery of a job is handled here at a time.
+    let Some(registered) = Registered::claim(shared, current.id) else {
+        return Ok(if current.status == JobStatus::Running {
+            // A second delivery of an attempt running here: that attempt records the outcome.
+            Settle::Ack
+        } else {
+            // Another delivery of this job is being handled here right now: look again later.
+            Settle::Later
+        });
+    };
     let Change::Applied(running) = ledger.update(&current, |job| start(job, &current)).await?
     else {
-        return Ok(());
+        return Ok(Settle::Ack);
     };
     metrics::QUEUE_WAIT_SECONDS
         .with_label_values(&[&running.job_type])
@@ -134,22 +147,39 @@ async fn handle(shared: &Shared, command_job: Job) -> Result<(), AttemptError> {
             running.max_attempts
         ));
         finish(shared, &running, Outcome::Failed(lost)).await?;
-        return Ok(());
+        return Ok(Settle::Ack);
     }
-    let outcome = execute(shared, handler, &running, &cancel).await;
-    finish(shared, &running, outcome).await
+    let outcome = execute(shared, handler, &running, &registered.cancel).await;
+    // Still registered while the outcome is recorded, so that no other delivery of the job
+    // mistakes it for an attempt whose worker was lost.
+    finish(shared, &running, outcome).await?;
+    drop(registered);
+    Ok(Settle::Ack)
 }
 
-/// An attempt's cancellation signal, findable by job id while the attempt runs.
+/// A job being handled by this process, with its attempt's cancellation signal, findable by job
+/// id while the attempt runs.
 struct Registered<'a> {
     shared: &'a Shared,
     job_id: uuid::Uuid,
+    cancel: CancellationToken,
 }
 
 impl<'a> Registered<'a> {
-    fn new(shared: &'a Shared, job_id: uuid::Uuid, cancel: CancellationToken) -> Registered<'a> {
-        shared.running.lock().unwrap().insert(job_id, cancel);
-        Registered { shared, job_id }
+    /// `None` when this process is handling the job already.
+    fn claim(shared: &'a Shared, job_id: uuid::Uuid) -> Option<Registered<'a>> {
+        let cancel = CancellationToken::new();
+        match shared.running.lock().unwrap().entry(job_id) {
+            std::collections::hash_map::Entry::Occupied(_) => None,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(cancel.clone());
+                Some(Registered {
+                    shared,
+                    job_id,
+                    cancel,
+                })
+            }
+        }
     }
 }
 
@@ -197,8 +227,8 @@ async fn execute(
     timer.observe_duration();
     metrics::RUNNING.dec();
     match result {
-        _ if cancel.is_cancelled() => Outcome::Cancelled,
         Ok(value) => Outcome::Succeeded(value),
+        Err(_) if cancel.is_cancelled() => Outcome::Cancelled,
         Err(error) => Outcome::Failed(error),
     }
 }
