@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use conveyor_events::{Broker, Command, Outgoing, Topics};
 use conveyor_schemas::{Job, JobStatus, JobTypeCatalog, PayloadRejected};
-use conveyor_store::{Change, IdempotencyClaim, JobPage, JobQuery, Ledger};
+use conveyor_store::{Cache, Change, IdempotencyClaim, JobPage, JobQuery, Ledger};
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -81,6 +81,50 @@ pub enum Submitted {
     Existing(Job),
 }
 
+enum Claimed {
+    /// Another request holds the key; this is its job.
+    Existing(Box<Job>),
+    /// The key is ours until the job is accepted (or the claim is dropped).
+    Mine(KeyClaim),
+}
+
+/// An idempotency key claimed for a job being accepted. Given back when dropped unless kept, so
+/// that a request that fails or is abandoned (an error, a client gone, a shutdown) never leaves
+/// the key pointing at a job that does not exist.
+struct KeyClaim {
+    cache: Arc<dyn Cache>,
+    tenant: String,
+    key: String,
+    kept: bool,
+}
+
+impl KeyClaim {
+    /// The job was accepted: the key now names it.
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for KeyClaim {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        let (cache, tenant, key) = (
+            self.cache.clone(),
+            std::mem::take(&mut self.tenant),
+            std::mem::take(&mut self.key),
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = cache.release_idempotency_key(&tenant, &key).await {
+                    tracing::warn!(%tenant, %error, "Could not give back an idempotency key.");
+                }
+            });
+        }
+    }
+}
+
 pub enum Cancelled {
     /// It was waiting and is now `cancelled`: `200`.
     Now(Job),
@@ -124,10 +168,12 @@ impl JobService {
     ) -> Result<Submitted, ApiError> {
         self.validate(&request)?;
         let job = self.new_job(caller, request, idempotency_key);
-        if let Some(key) = &job.idempotency_key
-            && let Some(existing) = self.claim_key(&job, key).await?
-        {
-            return Ok(Submitted::Existing(existing));
+        let mut claim = None;
+        if let Some(key) = &job.idempotency_key {
+            match self.claim_key(&job, key).await? {
+                Claimed::Existing(existing) => return Ok(Submitted::Existing(*existing)),
+                Claimed::Mine(mine) => claim = Some(mine),
+            }
         }
         let command = Command::RunJob { job: job.clone() };
         let message = Outgoing::now(job.id.to_string(), command.encode());
@@ -136,13 +182,10 @@ impl JobService {
             .publish(&self.settings.topics.jobs(), vec![message])
             .await
         {
-            if let Some(key) = &job.idempotency_key {
-                self.ledger
-                    .cache()
-                    .release_idempotency_key(&job.tenant, key)
-                    .await?;
-            }
             return Err(ApiError::BrokerUnavailable(error.to_string()));
+        }
+        if let Some(claim) = claim {
+            claim.keep();
         }
         self.ledger.accepted(&job).await?;
         tracing::debug!(job_id = %job.id, tenant = %job.tenant, subject = %caller.subject, job_type = %job.job_type, "Job accepted.");
@@ -209,8 +252,8 @@ impl JobService {
         }
     }
 
-    /// Claims the job's idempotency key; returns the job that holds it already, if any.
-    async fn claim_key(&self, job: &Job, key: &str) -> Result<Option<Job>, ApiError> {
+    /// Claims the job's idempotency key, or finds the job that holds it already.
+    async fn claim_key(&self, job: &Job, key: &str) -> Result<Claimed, ApiError> {
         let fingerprint = fingerprint(job);
         let claim = IdempotencyClaim {
             job_id: job.id,
@@ -218,6 +261,12 @@ impl JobService {
         };
         let cache = self.ledger.cache();
         let Some(holder) = cache.claim_idempotency_key(&job.tenant, key, claim).await? else {
+            let mine = KeyClaim {
+                cache: cache.clone(),
+                tenant: job.tenant.clone(),
+                key: key.to_owned(),
+                kept: false,
+            };
             // Claimed here; but the cache may have forgotten a key that the store remembers.
             let Some(recorded) = self
                 .ledger
@@ -225,14 +274,13 @@ impl JobService {
                 .find_by_idempotency_key(&job.tenant, key)
                 .await?
             else {
-                return Ok(None);
+                return Ok(Claimed::Mine(mine));
             };
-            cache.release_idempotency_key(&job.tenant, key).await?;
             // Workers move `run_at` along, so a recorded job is compared without it.
             if lasting_fingerprint(&recorded) != lasting_fingerprint(job) {
                 return Err(ApiError::IdempotencyKeyReused);
             }
-            return Ok(Some(recorded));
+            return Ok(Claimed::Existing(Box::new(recorded)));
         };
         if holder.request_hash != fingerprint {
             return Err(ApiError::IdempotencyKeyReused);
@@ -240,7 +288,7 @@ impl JobService {
         // The first request puts its job in the cache once the broker has it: wait for that.
         let mut changes = self.ledger.subscribe();
         if let Some(existing) = self.ledger.get(holder.job_id).await? {
-            return Ok(Some(existing));
+            return Ok(Claimed::Existing(Box::new(existing)));
         }
         let deadline = tokio::time::sleep(IDEMPOTENT_WAIT);
         tokio::pin!(deadline);
@@ -248,11 +296,11 @@ impl JobService {
             tokio::select! {
                 _ = &mut deadline => return Err(ApiError::IdempotencyKeyInUse),
                 change = changes.recv() => match change {
-                    Ok(job) if job.id == holder.job_id => return Ok(Some((*job).clone())),
+                    Ok(job) if job.id == holder.job_id => return Ok(Claimed::Existing(Box::new((*job).clone()))),
                     Ok(_) => {}
                     Err(RecvError::Lagged(_)) => {
                         if let Some(existing) = self.ledger.get(holder.job_id).await? {
-                            return Ok(Some(existing));
+                            return Ok(Claimed::Existing(Box::new(existing)));
                         }
                     }
                     Err(RecvError::Closed) => return Err(ApiError::IdempotencyKeyInUse),

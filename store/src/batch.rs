@@ -40,20 +40,47 @@ impl<T: Send + Sync + 'static> Batcher<T> {
         let (tx, mut rx) = mpsc::channel::<Item<T>>(max_batch * 4);
         tokio::spawn(async move {
             let mut items = Vec::with_capacity(max_batch);
+            // Values nobody waited for that a failed commit lost since the last flush: a flush
+            // must not report everything committed when they were not.
+            let mut lost = 0;
             while rx.recv_many(&mut items, max_batch).await > 0 {
                 let mut values = Vec::with_capacity(items.len());
                 let mut waiters = Vec::with_capacity(items.len());
+                let mut flushes = Vec::new();
+                let mut unwaited = 0;
                 for item in items.drain(..) {
-                    values.extend(item.value);
-                    waiters.extend(item.done);
+                    match (item.value, item.done) {
+                        (Some(value), done) => {
+                            unwaited += usize::from(done.is_none());
+                            values.push(value);
+                            waiters.extend(done);
+                        }
+                        (None, Some(flush)) => flushes.push(flush),
+                        (None, None) => {}
+                    }
                 }
                 let result = if values.is_empty() {
                     Ok(())
                 } else {
                     flush_with_retries(name, &flush, Arc::new(values)).await
                 };
+                if result.is_err() {
+                    lost += unwaited;
+                }
                 for waiter in waiters {
                     let _ = waiter.send(result.clone());
+                }
+                if !flushes.is_empty() {
+                    let flushed = match lost {
+                        0 => result.clone(),
+                        lost => Err(StoreError::Database(format!(
+                            "{lost} writes to {name} were lost to failed commits"
+                        ))),
+                    };
+                    for waiter in flushes {
+                        let _ = waiter.send(flushed.clone());
+                    }
+                    lost = 0;
                 }
             }
         });
@@ -200,6 +227,15 @@ mod tests {
         }
         batcher.flush().await.unwrap();
         assert_eq!(*committed.lock().unwrap(), (0..10).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_flush_reports_writes_that_failed_commits_lost() {
+        let batcher = Batcher::spawn("test", 4, |_: Arc<Vec<u32>>| async {
+            Err(StoreError::Database("down".into()))
+        });
+        batcher.enqueue(1).await.unwrap();
+        assert!(batcher.flush().await.is_err());
     }
 
     #[tokio::test]
