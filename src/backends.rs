@@ -61,12 +61,12 @@ impl Backends {
         let journal = Arc::new(SqlJournal::new(
             &journal_database(&args.database_url, &database).await?,
         ));
-        let (jobs, dead_letter) = (topics.jobs(), topics.dead_letter());
-        // Declared before anything is published, so that no group misses a message.
+        let jobs = topics.jobs();
+        // Declared before anything is published, so that no group misses a message. Dead letters
+        // have no group: the journal keeps them, not memory.
         let groups = [
             (jobs.as_str(), Topics::WORKERS),
             (jobs.as_str(), Topics::RECORDER),
-            (dead_letter.as_str(), Topics::DEAD_LETTERS),
         ];
         let broker: Arc<dyn Broker> =
             Arc::new(MemoryBroker::durable(journal.clone(), &groups).await?);

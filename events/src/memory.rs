@@ -36,6 +36,9 @@ struct Inner {
 #[derive(Default)]
 struct Topic {
     groups: RwLock<HashMap<String, Arc<Queue>>>,
+    /// Messages published while the topic had no group: kept only in the journal (dead letters,
+    /// until someone reads them), so they take no memory and no capacity.
+    retained: AtomicU64,
 }
 
 #[derive(Default)]
@@ -181,6 +184,12 @@ impl MemoryBroker {
     /// only in the journal (dead letters, until someone subscribes to read them).
     fn enqueue(&self, message: JournaledMessage, redeliveries: u32) {
         let queues = self.queues(&message.topic);
+        if queues.is_empty() {
+            self.topic(&message.topic)
+                .retained
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let copies = Arc::new(Copies {
             seq: message.seq,
             unacked: AtomicUsize::new(queues.len()),
@@ -202,8 +211,9 @@ impl MemoryBroker {
 #[async_trait]
 impl Broker for MemoryBroker {
     async fn publish(&self, topic: &str, messages: Vec<Outgoing>) -> Result<(), BrokerError> {
+        let held_in_memory = !self.queues(topic).is_empty();
         let fullest = self.depth(topic).unwrap_or(0) as usize;
-        if fullest + messages.len() > self.inner.capacity {
+        if held_in_memory && fullest + messages.len() > self.inner.capacity {
             return Err(BrokerError::Unavailable(format!(
                 "topic {topic} holds its maximum of {} messages",
                 self.inner.capacity
@@ -248,10 +258,14 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    /// The depth of the fullest group: how far the slowest consumer is behind.
+    /// The depth of the fullest group (how far the slowest consumer is behind), or of the journal
+    /// for a topic without groups.
     fn depth(&self, topic: &str) -> Option<u64> {
-        let deepest = self
-            .queues(topic)
+        let queues = self.queues(topic);
+        if queues.is_empty() {
+            return Some(self.topic(topic).retained.load(Ordering::Relaxed));
+        }
+        let deepest = queues
             .iter()
             .map(|queue| queue.state.lock().unwrap().depth())
             .max()
@@ -423,6 +437,18 @@ mod tests {
         let copy = recv_one(&mut recorder).await;
         assert_eq!(&copy.payload[..], b"x");
         assert_eq!(broker.depth("t"), Some(0));
+    }
+
+    #[tokio::test]
+    async fn a_topic_without_groups_keeps_its_messages_out_of_memory_and_capacity() {
+        let broker = MemoryBroker::new().with_capacity(1);
+        for key in ["a", "b", "c"] {
+            broker
+                .publish("dead", vec![Outgoing::now(key, "x")])
+                .await
+                .unwrap();
+        }
+        assert_eq!(broker.depth("dead"), Some(3));
     }
 
     #[tokio::test]

@@ -44,8 +44,6 @@ impl Topics {
     pub const WORKERS: &str = "conveyor-workers";
     /// The recorder's consumer group on the jobs topic: it records every accepted job.
     pub const RECORDER: &str = "conveyor-recorder";
-    /// Holds dead letters until an operator reads or replays them.
-    pub const DEAD_LETTERS: &str = "conveyor-dead-letters";
 
     pub fn new(prefix: impl Into<String>) -> Topics {
         Topics {
