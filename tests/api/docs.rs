@@ -124,33 +124,12 @@ async fn health_readiness_and_metrics_answer() {
         std::time::Duration::from_secs(5),
     )
     .await;
-    // The outcome is counted just after it is recorded.
-    let mut metrics = String::new();
-    for _ in 0..100 {
-        metrics = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if metrics.contains("conveyor_jobs_finished_total{") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let finished = "conveyor_jobs_finished_total{outcome=\"succeeded\",type=\"echo\"}";
+    assert_eq!(app.metric_reaches(finished, 1.0).await, 1.0);
+    let metrics = app.metrics().await;
     // Each test runs in its own process, so these counters hold this test's job only.
     assert_eq!(
         metric(&metrics, "conveyor_jobs_submitted_total{type=\"echo\"}"),
-        1.0
-    );
-    assert_eq!(
-        metric(
-            &metrics,
-            "conveyor_jobs_finished_total{outcome=\"succeeded\",type=\"echo\"}"
-        ),
         1.0
     );
     assert_eq!(

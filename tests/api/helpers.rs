@@ -209,3 +209,33 @@ pub fn metric(page: &str, series: &str) -> f64 {
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or_else(|| panic!("/metrics has no series {series}"))
 }
+
+impl TestApp {
+    /// Submits `body`, expecting it refused with `status` and `code`; returns the problem.
+    pub async fn refused(&self, body: &Value, status: StatusCode, code: &str) -> Value {
+        problem(self.post_job(body).send().await.unwrap(), status, code).await
+    }
+
+    /// The Prometheus page.
+    pub async fn metrics(&self) -> String {
+        let response = self.client.get(self.url("/metrics")).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
+    /// Waits until a series of `/metrics` reaches `value` (outcomes are counted just after they
+    /// are recorded); returns the last value seen.
+    pub async fn metric_reaches(&self, series: &str, value: f64) -> f64 {
+        let mut seen = f64::NAN;
+        for _ in 0..100 {
+            let page = self.metrics().await;
+            if page.contains(series) {
+                seen = metric(&page, series);
+                if seen == value {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        seen
+    }
+}

@@ -115,40 +115,41 @@ async fn a_long_poll_answers_as_soon_as_the_job_changes() {
     assert_eq!(current["status"], "succeeded");
 }
 
-#[tokio::test]
-async fn a_long_poll_without_change_answers_304_after_the_wait() {
-    let app = spawn_app().await;
-    let job = app.submit(json!({"type": "echo", "payload": {}})).await;
+/// Long-polls a finished job (which will not change) with its own ETag; returns the status and
+/// how long the answer took.
+async fn long_poll_finished_job(
+    app: &crate::helpers::TestApp,
+    wait: u64,
+) -> (StatusCode, Duration) {
+    let job = app
+        .run_until(json!({"type": "echo", "payload": {}}), "succeeded")
+        .await;
     let id = job["id"].as_str().unwrap();
-    app.wait_for(id, "succeeded", Duration::from_secs(5)).await;
     let etag = app.etag(id).await;
     let started = Instant::now();
     let response = app
-        .get(&format!("/v1/jobs/{id}?wait=1"))
+        .get(&format!("/v1/jobs/{id}?wait={wait}"))
         .header("if-none-match", &etag)
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
-    assert!(started.elapsed() >= Duration::from_millis(900));
+    (response.status(), started.elapsed())
+}
+
+#[tokio::test]
+async fn a_long_poll_without_change_answers_304_after_the_wait() {
+    let app = spawn_app().await;
+    let (status, took) = long_poll_finished_job(&app, 1).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert!(took >= Duration::from_millis(900));
 }
 
 #[tokio::test]
 async fn a_long_poll_is_capped_by_the_server() {
     let app = crate::helpers::spawn_app_with(&["--max-wait-secs", "1"]).await;
-    let job = app.submit(json!({"type": "echo", "payload": {}})).await;
-    let id = job["id"].as_str().unwrap();
-    app.wait_for(id, "succeeded", Duration::from_secs(5)).await;
-    let etag = app.etag(id).await;
-    let started = Instant::now();
-    let response = app
-        .get(&format!("/v1/jobs/{id}?wait=3600"))
-        .header("if-none-match", &etag)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
-    assert!(started.elapsed() < Duration::from_secs(5));
+    let (status, took) = long_poll_finished_job(&app, 3600).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert!(took < Duration::from_secs(5));
 }
 
 #[tokio::test]

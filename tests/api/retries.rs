@@ -109,26 +109,9 @@ async fn a_failed_job_is_dead_lettered() {
         "failed",
     )
     .await;
-    let mut depth = 0.0;
-    for _ in 0..100 {
-        let page = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        depth = crate::helpers::metric(
-            &page,
-            "conveyor_queue_depth{topic=\"conveyor.dead-letter\"}",
-        );
-        if depth == 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let depth = app
+        .metric_reaches("conveyor_queue_depth{topic=\"conveyor.dead-letter\"}", 1.0)
+        .await;
     assert_eq!(depth, 1.0, "the failed job waits on the dead-letter topic");
 }
 

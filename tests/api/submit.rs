@@ -105,47 +105,35 @@ async fn a_body_over_the_limit_is_413_and_nothing_is_accepted() {
 #[tokio::test]
 async fn an_unknown_type_is_422_naming_the_type_field() {
     let app = spawn_app().await;
-    let response = app
-        .post_job(&json!({"type": "nope", "payload": {}}))
-        .send()
-        .await
-        .unwrap();
-    let body = problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "unknown_job_type",
-    )
-    .await;
+    let body = app
+        .refused(
+            &json!({"type": "nope", "payload": {}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_job_type",
+        )
+        .await;
     assert_eq!(body["field"], "type");
 }
 
 #[tokio::test]
 async fn a_payload_failing_its_schema_is_422_naming_the_field() {
     let app = spawn_app().await;
-    let response = app
-        .post_job(&json!({"type": "sleep", "payload": {"ms": "soon"}}))
-        .send()
-        .await
-        .unwrap();
-    let body = problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_payload",
-    )
-    .await;
+    let body = app
+        .refused(
+            &json!({"type": "sleep", "payload": {"ms": "soon"}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_payload",
+        )
+        .await;
     assert_eq!(body["field"], "payload.ms");
 
-    let response = app
-        .post_job(&json!({"type": "sleep", "payload": {}}))
-        .send()
-        .await
-        .unwrap();
-    let body = problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_payload",
-    )
-    .await;
+    let body = app
+        .refused(
+            &json!({"type": "sleep", "payload": {}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_payload",
+        )
+        .await;
     assert_eq!(body["field"], "payload.ms");
 }
 
