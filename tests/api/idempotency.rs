@@ -1,53 +1,42 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{problem, spawn_app};
+use crate::helpers::{TestApp, problem, spawn_app};
+
+async fn post_with_key(app: &TestApp, body: &Value, key: &str) -> (StatusCode, Value) {
+    let response = app
+        .post_job(body)
+        .header("idempotency-key", key)
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+/// Once `job` has run, it is the tenant's only job.
+async fn only_job_is(app: &TestApp, job: &Value) {
+    let id = job["id"].as_str().unwrap();
+    app.wait_for(id, "succeeded", std::time::Duration::from_secs(5))
+        .await;
+    assert_eq!(app.listed("/v1/jobs", 1).await, [id]);
+}
 
 #[tokio::test]
 async fn the_same_key_and_body_return_the_same_job() {
     let app = spawn_app().await;
     let body = json!({"type": "echo", "payload": {"n": 1}});
-    let first = app
-        .post_job(&body)
-        .header("idempotency-key", "order-42")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(first.status(), StatusCode::ACCEPTED);
-    let first: Value = first.json().await.unwrap();
-    let second = app
-        .post_job(&body)
-        .header("idempotency-key", "order-42")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(second.status(), StatusCode::OK);
-    let second: Value = second.json().await.unwrap();
+    let (status, first) = post_with_key(&app, &body, "order-42").await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, second) = post_with_key(&app, &body, "order-42").await;
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(first["id"], second["id"]);
-    app.wait_for(
-        first["id"].as_str().unwrap(),
-        "succeeded",
-        std::time::Duration::from_secs(5),
-    )
-    .await;
-    assert_eq!(
-        app.listed("/v1/jobs", 1).await,
-        [first["id"].as_str().unwrap()]
-    );
+    only_job_is(&app, &first).await;
 }
 
 #[tokio::test]
 async fn the_same_key_with_another_body_is_409_and_no_second_job() {
     let app = spawn_app().await;
-    let first: Value = app
-        .post_job(&json!({"type": "echo", "payload": {"n": 1}}))
-        .header("idempotency-key", "k")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, first) = post_with_key(&app, &json!({"type": "echo", "payload": {"n": 1}}), "k").await;
     let response = app
         .post_job(&json!({"type": "echo", "payload": {"n": 2}}))
         .header("idempotency-key", "k")
@@ -55,16 +44,7 @@ async fn the_same_key_with_another_body_is_409_and_no_second_job() {
         .await
         .unwrap();
     problem(response, StatusCode::CONFLICT, "idempotency_key_reused").await;
-    app.wait_for(
-        first["id"].as_str().unwrap(),
-        "succeeded",
-        std::time::Duration::from_secs(5),
-    )
-    .await;
-    assert_eq!(
-        app.listed("/v1/jobs", 1).await,
-        [first["id"].as_str().unwrap()]
-    );
+    only_job_is(&app, &first).await;
 }
 
 #[tokio::test]
@@ -96,15 +76,7 @@ async fn concurrent_retries_with_one_key_make_one_job() {
 async fn keys_belong_to_their_tenant() {
     let app = spawn_app().await;
     let body = json!({"type": "echo", "payload": {}});
-    let mine: Value = app
-        .post_job(&body)
-        .header("idempotency-key", "shared")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, mine) = post_with_key(&app, &body, "shared").await;
     let other = app
         .client
         .post(app.url("/v1/jobs"))

@@ -38,16 +38,10 @@ async fn a_job_out_of_attempts_fails_with_its_last_error() {
 #[tokio::test]
 async fn a_permanent_error_fails_without_retry() {
     let app = spawn_app().await;
-    let job = app
-        .submit(
-            json!({"type": "fail", "payload": {"times": 1, "permanent": true}, "max_attempts": 5}),
-        )
-        .await;
     let done = app
-        .wait_for(
-            job["id"].as_str().unwrap(),
+        .run_until(
+            json!({"type": "fail", "payload": {"times": 1, "permanent": true}, "max_attempts": 5}),
             "failed",
-            Duration::from_secs(5),
         )
         .await;
     assert_eq!(done["attempts"], 1);
@@ -56,16 +50,10 @@ async fn a_permanent_error_fails_without_retry() {
 #[tokio::test]
 async fn an_attempt_over_its_timeout_is_retried_then_failed() {
     let app = spawn_app().await;
-    let job = app
-        .submit(
-            json!({"type": "sleep", "payload": {"ms": 5000}, "timeout_ms": 100, "max_attempts": 2}),
-        )
-        .await;
     let done = app
-        .wait_for(
-            job["id"].as_str().unwrap(),
+        .run_until(
+            json!({"type": "sleep", "payload": {"ms": 5000}, "timeout_ms": 100, "max_attempts": 2}),
             "failed",
-            Duration::from_secs(5),
         )
         .await;
     assert_eq!(done["attempts"], 2);
