@@ -7,9 +7,8 @@ pub mod token;
 
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
 use anyhow::Context;
-use conveyor_api::{Api, ApiDependencies, ApiSettings};
+use conveyor_api::{Api, ApiDependencies, ApiHandle, ApiSettings};
 use conveyor_workers::{Backoff, Recorder, Registry, WorkerPool, WorkerSettings};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +25,7 @@ pub struct Running {
     /// The secret that signs tokens, when this process serves the API.
     pub jwt_secret: Option<String>,
     shutdown: CancellationToken,
-    api: Option<ServerHandle>,
+    api: Option<ApiHandle>,
     tasks: JoinSet<anyhow::Result<()>>,
     backends: Option<Backends>,
 }
@@ -56,7 +55,7 @@ impl Running {
         }
         self.shutdown.cancel();
         if let Some(api) = self.api.take() {
-            api.stop(true).await;
+            api.stop().await;
         }
         while let Some(ended) = self.tasks.join_next().await {
             let ended = ended.context("A task panicked").and_then(|result| result);
@@ -159,10 +158,9 @@ fn start_api(
     running.port = Some(api.port());
     running.jwt_secret = Some(secret.to_owned());
     running.api = Some(api.handle());
-    let server = api.server();
     running
         .tasks
-        .spawn(async move { server.await.context("The API server failed") });
+        .spawn(async move { api.run().await.context("The API server failed") });
     Ok(())
 }
 

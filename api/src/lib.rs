@@ -115,13 +115,25 @@ impl Api {
         self.port
     }
 
-    /// Stops the server gracefully when asked.
-    pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
+    /// Stops the server when asked.
+    pub fn handle(&self) -> ApiHandle {
+        ApiHandle(self.server.handle())
     }
 
-    pub fn server(self) -> Server {
-        self.server
+    /// Serves until stopped through an [`ApiHandle`].
+    pub async fn run(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// Stops a running [`Api`].
+#[derive(Clone)]
+pub struct ApiHandle(ServerHandle);
+
+impl ApiHandle {
+    /// Stops taking connections and lets the requests in flight finish.
+    pub async fn stop(&self) {
+        self.0.stop(true).await;
     }
 }
 
