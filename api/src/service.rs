@@ -11,7 +11,6 @@ use conveyor_store::{Cache, Change, IdempotencyClaim, JobPage, JobQuery, Ledger}
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tokio::sync::broadcast::error::RecvError;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -290,22 +289,11 @@ impl JobService {
         if let Some(existing) = self.ledger.get(holder.job_id).await? {
             return Ok(Claimed::Existing(Box::new(existing)));
         }
-        let deadline = tokio::time::sleep(IDEMPOTENT_WAIT);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                _ = &mut deadline => return Err(ApiError::IdempotencyKeyInUse),
-                change = changes.recv() => match change {
-                    Ok(job) if job.id == holder.job_id => return Ok(Claimed::Existing(Box::new((*job).clone()))),
-                    Ok(_) => {}
-                    Err(RecvError::Lagged(_)) => {
-                        if let Some(existing) = self.ledger.get(holder.job_id).await? {
-                            return Ok(Claimed::Existing(Box::new(existing)));
-                        }
-                    }
-                    Err(RecvError::Closed) => return Err(ApiError::IdempotencyKeyInUse),
-                },
-            }
+        let appeared = self.ledger.next_change(&mut changes, holder.job_id, 0);
+        match tokio::time::timeout(IDEMPOTENT_WAIT, appeared).await {
+            Ok(Ok(Some(existing))) => Ok(Claimed::Existing(Box::new(existing))),
+            Ok(Err(error)) => Err(error.into()),
+            Ok(Ok(None)) | Err(_) => Err(ApiError::IdempotencyKeyInUse),
         }
     }
 
@@ -328,30 +316,15 @@ impl JobService {
     ) -> Result<Job, ApiError> {
         // Subscribed before reading, so that a change between the read and the wait is not missed.
         let mut changes = self.ledger.subscribe();
-        let mut job = self.get(caller, id).await?;
+        let job = self.get(caller, id).await?;
         if wait.is_zero() || !known.matches(&job) {
             return Ok(job);
         }
-        let deadline = tokio::time::sleep(wait);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                _ = &mut deadline => return Ok(job),
-                change = changes.recv() => match change {
-                    Ok(changed) if changed.id == id && changed.version > job.version => {
-                        return Ok((*changed).clone());
-                    }
-                    Ok(_) => {}
-                    Err(RecvError::Lagged(_)) => {
-                        let current = self.get(caller, id).await?;
-                        if current.version > job.version {
-                            return Ok(current);
-                        }
-                        job = current;
-                    }
-                    Err(RecvError::Closed) => return Ok(job),
-                }
-            }
+        let changed = self.ledger.next_change(&mut changes, id, job.version);
+        match tokio::time::timeout(wait, changed).await {
+            Ok(Ok(Some(changed))) => Ok(changed),
+            Ok(Err(error)) => Err(error.into()),
+            Ok(Ok(None)) | Err(_) => Ok(job),
         }
     }
 
@@ -396,6 +369,18 @@ impl JobService {
     /// Changes to jobs, for event streams; subscribe before reading the job they follow.
     pub fn changes(&self) -> tokio::sync::broadcast::Receiver<Arc<Job>> {
         self.ledger.subscribe()
+    }
+
+    /// The next snapshot of `job` newer than it, from `changes` (see [`Ledger::next_change`]).
+    pub async fn next_change(
+        &self,
+        changes: &mut tokio::sync::broadcast::Receiver<Arc<Job>>,
+        job: &Job,
+    ) -> Result<Option<Job>, ApiError> {
+        Ok(self
+            .ledger
+            .next_change(changes, job.id, job.version)
+            .await?)
     }
 }
 

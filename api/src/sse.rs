@@ -7,9 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use conveyor_schemas::Job;
 use futures_util::Stream;
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast;
 
-use crate::auth::Caller;
 use crate::service::JobService;
 
 /// A comment this often keeps proxies from closing an idle stream.
@@ -20,7 +19,6 @@ struct Follow {
     pending: bool,
     changes: broadcast::Receiver<Arc<Job>>,
     service: Arc<JobService>,
-    caller: Caller,
 }
 
 enum Next {
@@ -35,14 +33,12 @@ pub(crate) fn job_events(
     first: Job,
     changes: broadcast::Receiver<Arc<Job>>,
     service: Arc<JobService>,
-    caller: Caller,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     let follow = Follow {
         job: first,
         pending: true,
         changes,
         service,
-        caller,
     };
     futures_util::stream::unfold(Some(follow), |follow| async move {
         let mut follow = follow?;
@@ -68,23 +64,14 @@ pub(crate) fn job_events(
 
 /// Waits for a newer snapshot of the job (stored in `follow.job`) or for keep-alive time.
 async fn next_change(follow: &mut Follow) -> Next {
-    let id = follow.job.id;
-    let keep_alive = tokio::time::sleep(KEEP_ALIVE);
-    tokio::pin!(keep_alive);
-    loop {
-        let newer = tokio::select! {
-            _ = &mut keep_alive => return Next::KeepAlive,
-            change = follow.changes.recv() => match change {
-                Ok(job) if job.id == id => Some((*job).clone()),
-                Ok(_) => None,
-                // Missed some changes: the job as it is now stands in for them.
-                Err(RecvError::Lagged(_)) => follow.service.get(&follow.caller, id).await.ok(),
-                Err(RecvError::Closed) => return Next::Closed,
-            }
-        };
-        if let Some(job) = newer.filter(|job| job.version > follow.job.version) {
+    let changed = follow.service.next_change(&mut follow.changes, &follow.job);
+    match tokio::time::timeout(KEEP_ALIVE, changed).await {
+        Ok(Ok(Some(job))) => {
             follow.job = job;
-            return Next::Snapshot;
+            Next::Snapshot
         }
+        Ok(Ok(None)) => Next::Closed,
+        // A store that could not be read while catching up is tried again after a keep-alive.
+        Ok(Err(_)) | Err(_) => Next::KeepAlive,
     }
 }

@@ -112,4 +112,31 @@ impl Ledger {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Job>> {
         self.cache.subscribe()
     }
+
+    /// Waits on `changes` (subscribed before the caller last read the job) for a snapshot of job
+    /// `id` newer than `version`. A feed that fell behind is caught up by reading the job as it
+    /// is. `None` once the feed has closed.
+    pub async fn next_change(
+        &self,
+        changes: &mut broadcast::Receiver<Arc<Job>>,
+        id: Uuid,
+        version: u64,
+    ) -> Result<Option<Job>, StoreError> {
+        loop {
+            match changes.recv().await {
+                Ok(job) if job.id == id && job.version > version => {
+                    return Ok(Some((*job).clone()));
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if let Some(job) = self.get(id).await?
+                        && job.version > version
+                    {
+                        return Ok(Some(job));
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return Ok(None),
+            }
+        }
+    }
 }

@@ -268,7 +268,7 @@ pub(crate) async fn events(
     let id = job_id(&id)?;
     let changes = service.changes();
     let job = service.get(&caller, id).await?;
-    let stream = sse::job_events(job, changes, service.into_inner(), caller);
+    let stream = sse::job_events(job, changes, service.into_inner());
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
