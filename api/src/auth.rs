@@ -12,10 +12,6 @@ use serde::Deserialize;
 
 use crate::problem::ApiError;
 
-pub const JOBS_WRITE: &str = "jobs:write";
-pub const JOBS_READ: &str = "jobs:read";
-pub const EVENTS_READ: &str = "events:read";
-
 /// Checks tokens. Only HS256 is accepted, so `alg: none` and algorithm swaps are refused.
 pub struct Authenticator {
     key: DecodingKey,
@@ -77,7 +73,7 @@ pub struct Caller {
 }
 
 impl Caller {
-    pub fn require(&self, scope: &'static str) -> Result<(), ApiError> {
+    fn require(&self, scope: &'static str) -> Result<(), ApiError> {
         if self.scopes.iter().any(|s| s == scope || s == "admin") {
             Ok(())
         } else {
@@ -86,28 +82,33 @@ impl Caller {
     }
 }
 
-impl FromRequest for Caller {
-    type Error = ApiError;
-    type Future = Ready<Result<Caller, ApiError>>;
-
-    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(request))
-    }
-}
-
-/// A scope a route requires, as a type, so that [`Scoped`] can check it while extracting, before
-/// the body is read: a caller without the scope learns nothing about what its body would get.
+/// A scope a route requires, as a type, so that [`Scoped`] checks it while extracting, before the
+/// body is read: a caller without the scope learns nothing about what its body would get.
 pub trait Scope {
     const NAME: &'static str;
 }
 
-pub struct JobsWrite;
+macro_rules! scopes {
+    ($($(#[$doc:meta])* $marker:ident = $name:literal;)*) => {$(
+        $(#[$doc])*
+        pub struct $marker;
 
-impl Scope for JobsWrite {
-    const NAME: &'static str = JOBS_WRITE;
+        impl Scope for $marker {
+            const NAME: &'static str = $name;
+        }
+    )*};
 }
 
-/// A caller whose token carries the scope `S`.
+scopes! {
+    /// Submit and cancel jobs.
+    JobsWrite = "jobs:write";
+    /// Read and list jobs and job types.
+    JobsRead = "jobs:read";
+    /// Follow a job's event stream.
+    EventsRead = "events:read";
+}
+
+/// A caller whose token carries the scope `S` (or `admin`): the extractor of every `/v1` route.
 pub struct Scoped<S>(pub Caller, pub PhantomData<S>);
 
 impl<S: Scope> FromRequest for Scoped<S> {

@@ -22,7 +22,6 @@ use conveyor_events::{Broker, Topics};
 use conveyor_schemas::JobTypeCatalog;
 use conveyor_store::{Database, Ledger};
 
-pub use auth::{EVENTS_READ, JOBS_READ, JOBS_WRITE};
 pub use openapi::ApiDoc;
 pub use problem::{ApiError, Problem};
 

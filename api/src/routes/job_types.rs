@@ -3,7 +3,7 @@ use conveyor_schemas::JobTypeInfo;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::auth::{Caller, JOBS_READ};
+use crate::auth::{JobsRead, Scoped};
 use crate::problem::ApiError;
 use crate::service::JobService;
 
@@ -23,10 +23,9 @@ pub struct JobTypeList {
     security(("bearer" = ["jobs:read"]))
 )]
 pub(crate) async fn list(
-    caller: Caller,
+    _caller: Scoped<JobsRead>,
     service: web::Data<JobService>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(JOBS_READ)?;
     Ok(HttpResponse::Ok().json(JobTypeList {
         items: service.catalog().types().cloned().collect(),
     }))

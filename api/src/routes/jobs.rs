@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::ApiSettings;
-use crate::auth::{Caller, EVENTS_READ, JOBS_READ, JOBS_WRITE, JobsWrite, Scoped};
+use crate::auth::{EventsRead, JobsRead, JobsWrite, Scoped};
 use crate::problem::{ApiError, Problem};
 use crate::service::{Cancelled, JobService, KnownEtags, SubmitJob, Submitted};
 use crate::sse;
@@ -99,13 +99,12 @@ pub(crate) async fn submit(
     security(("bearer" = ["jobs:read"]))
 )]
 pub(crate) async fn get(
-    caller: Caller,
+    Scoped(caller, _): Scoped<JobsRead>,
     id: web::Path<String>,
     request: HttpRequest,
     service: web::Data<JobService>,
     settings: web::Data<ApiSettings>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(JOBS_READ)?;
     let id = job_id(&id)?;
     let query = query_params(&request)?;
     let wait = match query.get("wait") {
@@ -160,11 +159,10 @@ pub(crate) async fn get(
     security(("bearer" = ["jobs:write"]))
 )]
 pub(crate) async fn cancel(
-    caller: Caller,
+    Scoped(caller, _): Scoped<JobsWrite>,
     id: web::Path<String>,
     service: web::Data<JobService>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(JOBS_WRITE)?;
     let id = job_id(&id)?;
     Ok(match service.cancel(&caller, id).await? {
         Cancelled::Now(job) => HttpResponse::Ok().json(job),
@@ -191,11 +189,10 @@ pub(crate) async fn cancel(
     security(("bearer" = ["jobs:read"]))
 )]
 pub(crate) async fn list(
-    caller: Caller,
+    Scoped(caller, _): Scoped<JobsRead>,
     request: HttpRequest,
     service: web::Data<JobService>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(JOBS_READ)?;
     let query = query_params(&request)?;
     let invalid = |field: &str, message: String| ApiError::InvalidQuery {
         field: field.into(),
@@ -260,11 +257,10 @@ pub(crate) async fn list(
     security(("bearer" = ["events:read"]))
 )]
 pub(crate) async fn events(
-    caller: Caller,
+    Scoped(caller, _): Scoped<EventsRead>,
     id: web::Path<String>,
     service: web::Data<JobService>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(EVENTS_READ)?;
     let id = job_id(&id)?;
     let changes = service.changes();
     let job = service.get(&caller, id).await?;
