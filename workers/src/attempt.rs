@@ -49,26 +49,25 @@ pub(crate) async fn process(shared: &Shared, delivery: Delivery) {
         Err(error) => {
             tracing::error!(key = %delivery.key, %error, "Dead-lettering an undecodable command.");
             let dead = Outgoing::now(delivery.key.clone(), delivery.payload.clone());
-            if let Err(error) = shared
+            match shared
                 .broker
                 .publish(&shared.topics.dead_letter(), vec![dead])
                 .await
             {
-                tracing::error!(%error, "Could not dead-letter the command; it will be redelivered.");
-                tokio::time::sleep(REDELIVERY_PAUSE).await;
-                let _ = delivery.nack().await;
-                return;
+                Ok(()) => {
+                    let _ = delivery.ack().await;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "Could not dead-letter the command; it will be redelivered.");
+                    hand_back(delivery).await;
+                }
             }
-            let _ = delivery.ack().await;
             return;
         }
     };
     let job_id = job.id;
     match handle(shared, job).await {
-        Ok(Settle::Later) => {
-            tokio::time::sleep(REDELIVERY_PAUSE).await;
-            let _ = delivery.nack().await;
-        }
+        Ok(Settle::Later) => hand_back(delivery).await,
         Ok(Settle::Ack) => {
             if let Err(error) = delivery.ack().await {
                 tracing::warn!(%job_id, %error, "Acknowledgement failed; the command may be redelivered.");
@@ -76,10 +75,15 @@ pub(crate) async fn process(shared: &Shared, delivery: Delivery) {
         }
         Err(error) => {
             tracing::error!(%job_id, %error, "Could not record the attempt; handing the command back.");
-            tokio::time::sleep(REDELIVERY_PAUSE).await;
-            let _ = delivery.nack().await;
+            hand_back(delivery).await;
         }
     }
+}
+
+/// Gives a delivery back for another try, after a pause.
+async fn hand_back(delivery: Delivery) {
+    tokio::time::sleep(REDELIVERY_PAUSE).await;
+    let _ = delivery.nack().await;
 }
 
 #[tracing::instrument(skip_all, fields(job_id = %command_job.id, job_type = %command_job.job_type))]
@@ -307,13 +311,11 @@ async fn finish(shared: &Shared, attempt: &Job, outcome: Outcome) -> Result<(), 
 }
 
 async fn dead_letter(shared: &Shared, job: &Job) -> Result<(), AttemptError> {
-    let command = Command::RunJob { job: job.clone() };
-    let dead = Outgoing::now(job.id.to_string(), command.encode());
-    shared
+    let dead = Outgoing::now(job.id.to_string(), run_command(job));
+    Ok(shared
         .broker
         .publish(&shared.topics.dead_letter(), vec![dead])
-        .await?;
-    Ok(())
+        .await?)
 }
 
 async fn hold_until(
@@ -321,11 +323,13 @@ async fn hold_until(
     job: &Job,
     at: chrono::DateTime<Utc>,
 ) -> Result<(), AttemptError> {
-    let command = Command::RunJob { job: job.clone() };
-    let message = Outgoing::at(job.id.to_string(), command.encode(), at);
-    shared
+    let held = Outgoing::at(job.id.to_string(), run_command(job), at);
+    Ok(shared
         .broker
-        .publish(&shared.topics.jobs(), vec![message])
-        .await?;
-    Ok(())
+        .publish(&shared.topics.jobs(), vec![held])
+        .await?)
+}
+
+fn run_command(job: &Job) -> Vec<u8> {
+    Command::RunJob { job: job.clone() }.encode()
 }
