@@ -121,7 +121,8 @@ impl MemoryBroker {
         broker.inner.next_seq.store(last_seq + 1, Ordering::Relaxed);
         let replayed = pending.len();
         for message in pending {
-            broker.enqueue(message, 1);
+            let topic = broker.topic(&message.topic);
+            topic.enqueue(&topic.queues(), message, 1);
         }
         if replayed > 0 {
             tracing::info!(
@@ -169,25 +170,32 @@ impl MemoryBroker {
         let mut groups = topic.groups.write().unwrap();
         groups.entry(group.to_owned()).or_default().clone()
     }
+}
 
-    fn queues(&self, topic: &str) -> Vec<Arc<Queue>> {
-        self.topic(topic)
-            .groups
-            .read()
-            .unwrap()
-            .values()
-            .cloned()
-            .collect()
+impl Topic {
+    fn queues(&self) -> Vec<Arc<Queue>> {
+        self.groups.read().unwrap().values().cloned().collect()
     }
 
-    /// Gives each group on the message's topic its copy. A topic without groups keeps its messages
-    /// only in the journal (dead letters, until someone subscribes to read them).
-    fn enqueue(&self, message: JournaledMessage, redeliveries: u32) {
-        let queues = self.queues(&message.topic);
+    /// The depth of the fullest of `queues` (how far the slowest consumer is behind), or, for a
+    /// topic without groups, how many messages only the journal keeps.
+    fn depth(&self, queues: &[Arc<Queue>]) -> u64 {
         if queues.is_empty() {
-            self.topic(&message.topic)
-                .retained
-                .fetch_add(1, Ordering::Relaxed);
+            return self.retained.load(Ordering::Relaxed);
+        }
+        let deepest = queues
+            .iter()
+            .map(|queue| queue.state.lock().unwrap().depth())
+            .max()
+            .unwrap_or(0);
+        deepest as u64
+    }
+
+    /// Gives each of the topic's `queues` its copy of `message`. A topic without groups keeps its
+    /// messages only in the journal (dead letters, until someone subscribes to read them).
+    fn enqueue(&self, queues: &[Arc<Queue>], message: JournaledMessage, redeliveries: u32) {
+        if queues.is_empty() {
+            self.retained.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let copies = Arc::new(Copies {
@@ -211,9 +219,10 @@ impl MemoryBroker {
 #[async_trait]
 impl Broker for MemoryBroker {
     async fn publish(&self, topic: &str, messages: Vec<Outgoing>) -> Result<(), BrokerError> {
-        let held_in_memory = !self.queues(topic).is_empty();
-        let fullest = self.depth(topic).unwrap_or(0) as usize;
-        if held_in_memory && fullest + messages.len() > self.inner.capacity {
+        let held = self.topic(topic);
+        let queues = held.queues();
+        if !queues.is_empty() && held.depth(&queues) as usize + messages.len() > self.inner.capacity
+        {
             return Err(BrokerError::Unavailable(format!(
                 "topic {topic} holds its maximum of {} messages",
                 self.inner.capacity
@@ -237,8 +246,10 @@ impl Broker for MemoryBroker {
         if let Some(journal) = &self.inner.journal {
             journal.append(journaled.clone()).await?;
         }
+        // Read again: a group that appeared while the journal committed gets these messages too.
+        let queues = held.queues();
         for message in journaled {
-            self.enqueue(message, 0);
+            held.enqueue(&queues, message, 0);
         }
         Ok(())
     }
@@ -258,19 +269,9 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    /// The depth of the fullest group (how far the slowest consumer is behind), or of the journal
-    /// for a topic without groups.
     fn depth(&self, topic: &str) -> Option<u64> {
-        let queues = self.queues(topic);
-        if queues.is_empty() {
-            return Some(self.topic(topic).retained.load(Ordering::Relaxed));
-        }
-        let deepest = queues
-            .iter()
-            .map(|queue| queue.state.lock().unwrap().depth())
-            .max()
-            .unwrap_or(0);
-        Some(deepest as u64)
+        let topic = self.topic(topic);
+        Some(topic.depth(&topic.queues()))
     }
 }
 
