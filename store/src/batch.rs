@@ -171,18 +171,18 @@ pub(crate) fn power_of_two_chunks<T>(mut items: &[T], max: usize) -> Vec<&[T]> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
     #[test]
     fn chunks_are_powers_of_two_that_cover_everything() {
         let items: Vec<u32> = (0..1000).collect();
-        let chunks = super::power_of_two_chunks(&items, 256);
+        let chunks = power_of_two_chunks(&items, 256);
         let sizes: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
         assert_eq!(sizes, [256, 256, 256, 128, 64, 32, 8]);
         assert_eq!(chunks.concat(), items);
-        assert!(super::power_of_two_chunks::<u32>(&[], 256).is_empty());
+        assert!(power_of_two_chunks::<u32>(&[], 256).is_empty());
     }
-
-    use super::*;
-    use std::sync::Mutex;
 
     #[tokio::test]
     async fn concurrent_commits_share_transactions() {

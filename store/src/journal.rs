@@ -42,9 +42,7 @@ impl SqlJournal {
             db: db.write.clone(),
         }
     }
-}
 
-impl SqlJournal {
     /// Waits until every append and removal handed over so far is committed.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.appends.flush().await?;

@@ -77,8 +77,8 @@ impl Ledger {
 
     /// Changes a job by `change`, which sees the job as it is and returns it as it should be (or
     /// `None` to leave it). Retries when another writer got there first; `fallback` stands in for
-    /// the job where it is newer than what the cache and store know (see [`Ledger::current`]). Terminal snapshots are committed to the
-    /// store before this returns.
+    /// the job where it is newer than what the cache and store know (see [`Ledger::current`]).
+    /// Terminal snapshots are committed to the store before this returns.
     pub async fn update(
         &self,
         fallback: &Job,

@@ -10,6 +10,7 @@ use conveyor_schemas::{Job, JobStatus};
 use conveyor_store::{
     Cache, Change, Database, IdempotencyClaim, JobQuery, JobStore, Ledger, MemoryCache, SqlJournal,
 };
+use futures_util::future::join_all;
 use serde_json::json;
 use tempfile::TempDir;
 use uuid::Uuid;
@@ -149,19 +150,9 @@ async fn one_of_many_concurrent_claims_of_a_key_wins() {
     let winners = join_all(claims)
         .await
         .into_iter()
-        .filter(Option::is_none)
+        .filter(|claim| claim.as_ref().unwrap().is_none())
         .count();
     assert_eq!(winners, 1);
-}
-
-async fn join_all<T: Send + 'static>(
-    handles: impl Iterator<Item = tokio::task::JoinHandle<T>>,
-) -> Vec<T> {
-    let mut out = Vec::new();
-    for handle in handles {
-        out.push(handle.await.unwrap());
-    }
-    out
 }
 
 #[tokio::test]
@@ -186,7 +177,7 @@ async fn concurrent_updates_all_apply_one_version_apart() {
         })
     });
     for change in join_all(updates).await {
-        assert!(matches!(change, Change::Applied(_)));
+        assert!(matches!(change.unwrap(), Change::Applied(_)));
     }
     assert_eq!(ledger.get(start.id).await.unwrap().unwrap().version, 21);
 }
@@ -231,7 +222,8 @@ async fn lists_page_newest_first_per_tenant() {
 async fn unacknowledged_messages_survive_a_restart_of_the_broker() {
     let (database, _dir) = database().await;
     let groups = [("jobs", "g")];
-    let broker = MemoryBroker::durable(Arc::new(SqlJournal::new(&database)), &groups)
+    let journal = Arc::new(SqlJournal::new(&database));
+    let broker = MemoryBroker::durable(journal.clone(), &groups)
         .await
         .unwrap();
     let later = Utc::now() + chrono::Duration::milliseconds(300);
@@ -251,8 +243,8 @@ async fn unacknowledged_messages_survive_a_restart_of_the_broker() {
     taken.remove(0).ack().await.unwrap();
     drop(subscription);
     drop(broker);
-    // Acks are written in the background; give the journal a moment, as a real restart would.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Acks are written in the background; a clean shutdown flushes them.
+    journal.flush().await.unwrap();
 
     let restarted = MemoryBroker::durable(Arc::new(SqlJournal::new(&database)), &groups)
         .await
