@@ -1,20 +1,12 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{metric, spawn_app};
+use crate::helpers::{metric, ok_json, spawn_app};
 
 #[tokio::test]
 async fn the_openapi_document_describes_every_route() {
     let app = spawn_app().await;
-    let document: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let document = ok_json(app.client.get(app.url("/openapi.json"))).await;
     assert!(document["openapi"].as_str().unwrap().starts_with("3.1"));
     let routes = [
         ("/v1/jobs", "post"),
@@ -103,15 +95,7 @@ async fn health_readiness_and_metrics_answer() {
     let app = spawn_app().await;
     let health = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
-    let ready: Value = app
-        .client
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = ok_json(app.client.get(app.url("/readyz"))).await;
     assert_eq!(
         ready["checks"],
         json!({"broker": "ok", "cache": "ok", "database": "ok"})

@@ -184,9 +184,7 @@ impl TestApp {
 impl TestApp {
     /// A GET with this app's token, answered `200` with JSON.
     pub async fn get_json(&self, path: &str) -> Value {
-        let response = self.get(path).send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
-        response.json().await.unwrap()
+        ok_json(self.get(path)).await
     }
 
     /// The job's current ETag.
@@ -238,4 +236,11 @@ impl TestApp {
         }
         seen
     }
+}
+
+/// Sends `request`, insisting on `200`, and returns its JSON body.
+pub async fn ok_json(request: RequestBuilder) -> Value {
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{}", response.url());
+    response.json().await.unwrap()
 }

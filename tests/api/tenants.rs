@@ -1,9 +1,9 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helpers::{problem, spawn_app};
+use crate::helpers::{ok_json, problem, spawn_app};
 
 #[tokio::test]
 async fn another_tenants_job_is_invisible() {
@@ -28,16 +28,7 @@ async fn another_tenants_job_is_invisible() {
     }
     // Lists read the store: wait until the owner sees the job before checking who else does.
     app.listed("/v1/jobs", 1).await;
-    let theirs: Value = app
-        .client
-        .get(app.url("/v1/jobs"))
-        .bearer_auth(&intruder)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let theirs = ok_json(app.client.get(app.url("/v1/jobs")).bearer_auth(&intruder)).await;
     assert_eq!(theirs["items"], json!([]));
     // The intruder's DELETE cancelled nothing.
     let job = app.wait_for(id, "succeeded", Duration::from_secs(5)).await;
