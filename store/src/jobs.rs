@@ -46,8 +46,9 @@ pub struct JobPage {
 impl JobStore {
     pub fn new(db: Database) -> JobStore {
         let connection = db.write.clone();
+        let newest_wins = newest_wins();
         let writes = Batcher::spawn("jobs", WRITE_BATCH, move |batch| {
-            upsert_newest(connection.clone(), batch)
+            upsert_newest(connection.clone(), newest_wins.clone(), batch)
         });
         JobStore { writes, db }
     }
@@ -122,7 +123,11 @@ impl JobStore {
 
 /// Writes the newest snapshot of each job in `batch`, unless the row already holds a newer one or
 /// a terminal one: the database, like the cache, never moves a job backwards.
-async fn upsert_newest(db: DatabaseConnection, batch: Arc<Vec<Job>>) -> Result<(), StoreError> {
+async fn upsert_newest(
+    db: DatabaseConnection,
+    newest_wins: OnConflict,
+    batch: Arc<Vec<Job>>,
+) -> Result<(), StoreError> {
     let mut newest: HashMap<Uuid, &Job> = HashMap::with_capacity(batch.len());
     for job in batch.iter() {
         match newest.entry(job.id) {
@@ -139,6 +144,20 @@ async fn upsert_newest(db: DatabaseConnection, batch: Arc<Vec<Job>>) -> Result<(
         .into_values()
         .map(|job| jobs::Model::from(job).into_active_model())
         .collect();
+    let txn = db.begin().await?;
+    for chunk in power_of_two_chunks(&rows, ROWS_PER_STATEMENT) {
+        jobs::Entity::insert_many(chunk.to_vec())
+            .on_conflict(newest_wins.clone())
+            .exec_without_returning(&txn)
+            .await?;
+    }
+    txn.commit().await?;
+    Ok(())
+}
+
+/// The conflict clause of every job upsert: a row takes a snapshot only if it is newer and the row
+/// is not terminal yet. Built once, not for every group commit.
+fn newest_wins() -> OnConflict {
     let terminal: Vec<String> = JobStatus::ALL
         .iter()
         .filter(|status| status.is_terminal())
@@ -148,7 +167,7 @@ async fn upsert_newest(db: DatabaseConnection, batch: Arc<Vec<Job>>) -> Result<(
         "excluded.version > jobs.version AND jobs.status NOT IN ({})",
         terminal.join(", ")
     );
-    let on_conflict = OnConflict::column(jobs::Column::Id)
+    OnConflict::column(jobs::Column::Id)
         .update_columns([
             jobs::Column::Status,
             jobs::Column::Result,
@@ -165,14 +184,5 @@ async fn upsert_newest(db: DatabaseConnection, batch: Arc<Vec<Job>>) -> Result<(
             jobs::Column::CancelRequested,
         ])
         .action_and_where(Expr::cust(guard))
-        .to_owned();
-    let txn = db.begin().await?;
-    for chunk in power_of_two_chunks(&rows, ROWS_PER_STATEMENT) {
-        jobs::Entity::insert_many(chunk.to_vec())
-            .on_conflict(on_conflict.clone())
-            .exec_without_returning(&txn)
-            .await?;
-    }
-    txn.commit().await?;
-    Ok(())
+        .to_owned()
 }
