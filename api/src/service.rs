@@ -386,13 +386,7 @@ impl JobService {
 
 /// What makes two submissions "the same request" for an idempotency key.
 fn fingerprint(job: &Job) -> String {
-    digest(&serde_json::json!([
-        job.job_type,
-        job.payload,
-        job.max_attempts,
-        job.timeout_ms,
-        job.run_at
-    ]))
+    digest(&serde_json::json!([lasting_fingerprint(job), job.run_at]))
 }
 
 /// The part of [`fingerprint`] that a job keeps for life, to compare with a recorded job.
