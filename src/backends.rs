@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use conveyor_events::{Broker, BrokerKind, MemoryBroker, Topics};
+use conveyor_events::{Broker, BrokerKind, MemoryBroker, Topics, Topology};
 use conveyor_store::{Cache, CacheKind, Database, JobStore, Ledger, MemoryCache, SqlJournal};
 
 use crate::config::BackendArgs;
@@ -61,15 +61,8 @@ impl Backends {
         let journal = Arc::new(SqlJournal::new(
             &journal_database(&args.database_url, &database).await?,
         ));
-        let jobs = topics.jobs();
-        // Declared before anything is published, so that no group misses a message. Dead letters
-        // have no group: the journal keeps them, not memory.
-        let groups = [
-            (jobs.as_str(), Topics::WORKERS),
-            (jobs.as_str(), Topics::RECORDER),
-        ];
         let broker: Arc<dyn Broker> =
-            Arc::new(MemoryBroker::durable(journal.clone(), &groups).await?);
+            Arc::new(MemoryBroker::durable(journal.clone(), &Topology::conveyor(&topics)).await?);
         let ledger = Ledger::new(cache, JobStore::new(database.clone()));
         Ok(Backends {
             broker,

@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 
 use crate::{
     Acknowledger, Broker, BrokerError, Delivery, Journal, JournaledMessage, Outgoing, Subscription,
-    due_millis,
+    Topology, due_millis,
 };
 
 /// Messages one consumer group may hold before publishers get `Unavailable` (and clients a `503`).
@@ -106,17 +106,16 @@ impl MemoryBroker {
     }
 
     /// A broker whose messages survive a restart: every publish is committed to `journal` before
-    /// it returns, and whatever the journal still holds is delivered again to the `groups`
-    /// (topic, group) declared here, which also receive everything published from now on.
+    /// it returns, and whatever the journal still holds is delivered again to the groups of
+    /// `topology`, which also receive everything published from now on. Kept topics live in the
+    /// journal only, taking no memory.
     pub async fn durable(
         journal: Arc<dyn Journal>,
-        groups: &[(&str, &str)],
+        topology: &Topology,
     ) -> Result<MemoryBroker, BrokerError> {
         let pending = journal.pending().await?;
         let broker = MemoryBroker::build(Some(journal), DEFAULT_CAPACITY);
-        for (topic, group) in groups {
-            broker.declare_group(topic, group);
-        }
+        broker.declare(topology);
         let last_seq = pending.iter().map(|m| m.seq).max().unwrap_or(0);
         broker.inner.next_seq.store(last_seq + 1, Ordering::Relaxed);
         let replayed = pending.len();
@@ -141,6 +140,13 @@ impl MemoryBroker {
     /// Creates `group` on `topic` if it is new: it receives every message published from now on.
     pub fn declare_group(&self, topic: &str, group: &str) {
         self.queue(topic, group);
+    }
+
+    /// Creates the groups of `topology` that are new.
+    pub fn declare(&self, topology: &Topology) {
+        for (topic, group) in &topology.groups {
+            self.declare_group(topic, group);
+        }
     }
 
     fn build(journal: Option<Arc<dyn Journal>>, capacity: usize) -> MemoryBroker {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use conveyor_events::{Broker, MemoryBroker, Outgoing};
+use conveyor_events::{Broker, MemoryBroker, Outgoing, Topology};
 use conveyor_schemas::{Job, JobStatus};
 use conveyor_store::{
     Cache, Change, Database, IdempotencyClaim, JobQuery, JobStore, Ledger, MemoryCache, SqlJournal,
@@ -221,7 +221,10 @@ async fn lists_page_newest_first_per_tenant() {
 #[tokio::test]
 async fn unacknowledged_messages_survive_a_restart_of_the_broker() {
     let (database, _dir) = database().await;
-    let groups = [("jobs", "g")];
+    let groups = Topology {
+        groups: vec![("jobs".into(), "g".into())],
+        kept: vec![],
+    };
     let journal = Arc::new(SqlJournal::new(&database));
     let broker = MemoryBroker::durable(journal.clone(), &groups)
         .await
