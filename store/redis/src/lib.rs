@@ -1,0 +1,1 @@
+//! Redis cache adapter (being written).
