@@ -112,7 +112,7 @@ async fn journal_database(database_url: &str, database: &Database) -> anyhow::Re
     let Some(url) = journal_url(database_url) else {
         return Ok(database.clone());
     };
-    let journal = Database::connect(&url, None)
+    let journal = Database::connect(&url, None, None)
         .await
         .context("Failed to open the broker journal")?;
     journal

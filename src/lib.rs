@@ -114,7 +114,12 @@ pub async fn start(command: Command) -> anyhow::Result<Running> {
             running.backends = Some(backends);
         }
         Command::Migrate(args) => {
-            let database = conveyor_store::Database::connect(&args.database_url, None).await?;
+            let database = conveyor_store::Database::connect(
+                &args.database_url,
+                None,
+                args.database_schema.as_deref(),
+            )
+            .await?;
             database.migrate().await.context("Failed to migrate")?;
             tracing::info!("The database schema is up to date.");
         }

@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_create_jobs;
 mod m20261124_000002_create_broker_messages;
+mod m20261124_000003_create_scheduled_messages;
 
 pub struct Migrator;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261124_000001_create_jobs::Migration),
             Box::new(m20261124_000002_create_broker_messages::Migration),
+            Box::new(m20261124_000003_create_scheduled_messages::Migration),
         ]
     }
 }

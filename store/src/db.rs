@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use conveyor_migrations::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, DatabaseConnection};
+use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection};
 
 use crate::StoreError;
 
@@ -31,21 +31,51 @@ pub struct Database {
     pub kind: DatabaseKind,
     pub write: DatabaseConnection,
     pub read: DatabaseConnection,
+    schema: Option<String>,
 }
 
 impl Database {
-    pub async fn connect(url: &str, read_url: Option<&str>) -> Result<Database, StoreError> {
+    /// Opens the database at `url`, reading from `read_url` when given. On PostgreSQL, `schema`
+    /// names the schema Conveyor's tables live in (`public` when `None`), so that deployments and
+    /// tests can share one database.
+    pub async fn connect(
+        url: &str,
+        read_url: Option<&str>,
+        schema: Option<&str>,
+    ) -> Result<Database, StoreError> {
         let kind = DatabaseKind::of(url)?;
-        let write = open(url, kind, Pool::Write).await?;
+        let schema = match (schema, kind) {
+            (Some(schema), DatabaseKind::Postgres) => Some(valid_schema(schema)?),
+            (Some(_), DatabaseKind::Sqlite) => {
+                return Err(StoreError::Config(
+                    "CONVEYOR_DATABASE_SCHEMA applies to PostgreSQL only".into(),
+                ));
+            }
+            (None, _) => None,
+        };
+        let write = open(url, kind, Pool::Write, schema).await?;
         let read = match (read_url, kind) {
-            (Some(read_url), _) => open(read_url, DatabaseKind::of(read_url)?, Pool::Read).await?,
-            (None, DatabaseKind::Sqlite) => open(url, kind, Pool::Read).await?,
+            (Some(read_url), _) => {
+                open(read_url, DatabaseKind::of(read_url)?, Pool::Read, schema).await?
+            }
+            (None, DatabaseKind::Sqlite) => open(url, kind, Pool::Read, None).await?,
             (None, DatabaseKind::Postgres) => write.clone(),
         };
-        Ok(Database { kind, write, read })
+        Ok(Database {
+            kind,
+            write,
+            read,
+            schema: schema.map(str::to_owned),
+        })
     }
 
+    /// Brings the schema up to date, creating the PostgreSQL schema first if it is named and new.
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        if let Some(schema) = &self.schema {
+            self.write
+                .execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+                .await?;
+        }
         Migrator::up(&self.write, None).await?;
         Ok(())
     }
@@ -74,8 +104,31 @@ enum Pool {
     Read,
 }
 
-async fn open(url: &str, kind: DatabaseKind, pool: Pool) -> Result<DatabaseConnection, StoreError> {
+/// A schema name safe to put in SQL: letters, digits and `_`, not starting with a digit.
+fn valid_schema(schema: &str) -> Result<&str, StoreError> {
+    let mut chars = schema.chars();
+    let starts_well = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if starts_well && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') && schema.len() <= 63 {
+        Ok(schema)
+    } else {
+        Err(StoreError::Config(format!(
+            "CONVEYOR_DATABASE_SCHEMA `{schema}` must be letters, digits and `_` (at most 63)"
+        )))
+    }
+}
+
+async fn open(
+    url: &str,
+    kind: DatabaseKind,
+    pool: Pool,
+    schema: Option<&str>,
+) -> Result<DatabaseConnection, StoreError> {
     let mut options = ConnectOptions::new(url.to_owned());
+    if let Some(schema) = schema {
+        options.set_schema_search_path(schema);
+    }
     options
         .sqlx_logging(false)
         .connect_timeout(Duration::from_secs(5))

@@ -9,6 +9,7 @@ mod error;
 mod jobs;
 mod journal;
 mod ledger;
+mod schedule;
 
 pub use cache::{Cache, CacheKind, IdempotencyClaim, MemoryCache};
 pub use db::{Database, DatabaseKind};
@@ -16,3 +17,4 @@ pub use error::StoreError;
 pub use jobs::{JobPage, JobQuery, JobStore};
 pub use journal::SqlJournal;
 pub use ledger::{Change, Ledger};
+pub use schedule::SqlSchedule;

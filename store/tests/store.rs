@@ -1,27 +1,75 @@
-//! The store and ledger on a real SQLite file: versions never go backwards, terminal states are
+//! The store and ledger on a real SQLite file and PostgreSQL schema: versions never go backwards, terminal states are
 //! final, and the broker journal survives a restart.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use conveyor_events::{Broker, MemoryBroker, Outgoing, Topology};
+use conveyor_events::{Broker, HeldMessage, MemoryBroker, Outgoing, Schedule, Topology};
 use conveyor_schemas::{Job, JobStatus};
 use conveyor_store::{
     Cache, Change, Database, IdempotencyClaim, JobQuery, JobStore, Ledger, MemoryCache, SqlJournal,
+    SqlSchedule,
 };
 use futures_util::future::join_all;
 use serde_json::json;
 use tempfile::TempDir;
 use uuid::Uuid;
 
-async fn database() -> (Database, TempDir) {
+/// A migrated database of its own for one test: a SQLite file, or a fresh PostgreSQL schema.
+struct TestDb {
+    database: Database,
+    _dir: Option<TempDir>,
+}
+
+async fn sqlite() -> TestDb {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-    let database = Database::connect(&url, None).await.unwrap();
+    let database = Database::connect(&url, None, None).await.unwrap();
     database.migrate().await.unwrap();
-    (database, dir)
+    TestDb {
+        database,
+        _dir: Some(dir),
+    }
 }
+
+async fn postgres() -> TestDb {
+    let url = std::env::var("CONVEYOR_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("t_{}", Uuid::now_v7().simple());
+    let database = Database::connect(&url, None, Some(&schema)).await.unwrap();
+    database.migrate().await.unwrap();
+    TestDb {
+        database,
+        _dir: None,
+    }
+}
+
+/// Runs a test on SQLite and on PostgreSQL.
+macro_rules! on_both_databases {
+    ($($test:ident),* $(,)?) => {
+        $(mod $test {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$test(super::sqlite().await).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                super::$test(super::postgres().await).await;
+            }
+        })*
+    };
+}
+
+on_both_databases!(
+    the_store_keeps_the_newest_version_whatever_the_write_order,
+    a_terminal_job_in_the_store_is_final,
+    concurrent_updates_all_apply_one_version_apart,
+    lists_page_newest_first_per_tenant,
+    unacknowledged_messages_survive_a_restart_of_the_broker,
+    delayed_messages_are_held_until_due_and_claimed_once,
+);
 
 fn job(status: JobStatus, version: u64) -> Job {
     let now = Utc::now();
@@ -48,9 +96,8 @@ fn job(status: JobStatus, version: u64) -> Job {
     }
 }
 
-#[tokio::test]
-async fn the_store_keeps_the_newest_version_whatever_the_write_order() {
-    let (database, _dir) = database().await;
+async fn the_store_keeps_the_newest_version_whatever_the_write_order(db: TestDb) {
+    let database = db.database;
     let store = JobStore::new(database);
     let v1 = job(JobStatus::Queued, 1);
     let v3 = Job {
@@ -69,9 +116,8 @@ async fn the_store_keeps_the_newest_version_whatever_the_write_order() {
     assert_eq!(store.get(v1.id).await.unwrap().unwrap().version, 3);
 }
 
-#[tokio::test]
-async fn a_terminal_job_in_the_store_is_final() {
-    let (database, _dir) = database().await;
+async fn a_terminal_job_in_the_store_is_final(db: TestDb) {
+    let database = db.database;
     let store = JobStore::new(database);
     let done = job(JobStatus::Succeeded, 3);
     store.write(done.clone()).await.unwrap();
@@ -155,9 +201,8 @@ async fn one_of_many_concurrent_claims_of_a_key_wins() {
     assert_eq!(winners, 1);
 }
 
-#[tokio::test]
-async fn concurrent_updates_all_apply_one_version_apart() {
-    let (database, _dir) = database().await;
+async fn concurrent_updates_all_apply_one_version_apart(db: TestDb) {
+    let database = db.database;
     let ledger = Ledger::new(Arc::new(MemoryCache::new()), JobStore::new(database));
     let start = job(JobStatus::Running, 1);
     ledger.accepted(&start).await.unwrap();
@@ -182,9 +227,8 @@ async fn concurrent_updates_all_apply_one_version_apart() {
     assert_eq!(ledger.get(start.id).await.unwrap().unwrap().version, 21);
 }
 
-#[tokio::test]
-async fn lists_page_newest_first_per_tenant() {
-    let (database, _dir) = database().await;
+async fn lists_page_newest_first_per_tenant(db: TestDb) {
+    let database = db.database;
     let store = JobStore::new(database);
     let mut ids = Vec::new();
     for _ in 0..5 {
@@ -218,9 +262,8 @@ async fn lists_page_newest_first_per_tenant() {
     assert!(second.next_cursor.is_none());
 }
 
-#[tokio::test]
-async fn unacknowledged_messages_survive_a_restart_of_the_broker() {
-    let (database, _dir) = database().await;
+async fn unacknowledged_messages_survive_a_restart_of_the_broker(db: TestDb) {
+    let database = db.database;
     let groups = Topology {
         groups: vec![("jobs".into(), "g".into())],
         kept: vec![],
@@ -262,4 +305,51 @@ async fn unacknowledged_messages_survive_a_restart_of_the_broker() {
         .unwrap();
     assert_eq!(&delayed[0].payload[..], b"later");
     assert!(Utc::now() >= later, "delivered before it was due");
+}
+
+async fn delayed_messages_are_held_until_due_and_claimed_once(db: TestDb) {
+    let schedule = SqlSchedule::new(&db.database);
+    let now = Utc::now();
+    let soon = now + chrono::Duration::milliseconds(200);
+    let later = now + chrono::Duration::hours(1);
+    schedule
+        .hold(
+            "jobs",
+            vec![
+                Outgoing::at("a", "soon", soon),
+                Outgoing::at("b", "later", later),
+            ],
+        )
+        .await
+        .unwrap();
+    let lease = Duration::from_secs(30);
+    assert!(
+        schedule.claim_due(now, 10, lease).await.unwrap().is_empty(),
+        "nothing is due early"
+    );
+
+    // Claimers racing for the due message: exactly one gets it.
+    let at = soon + chrono::Duration::milliseconds(1);
+    let claims = join_all((0..8).map(|_| schedule.claim_due(at, 10, lease))).await;
+    let claimed: Vec<HeldMessage> = claims.into_iter().flat_map(Result::unwrap).collect();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(
+        (claimed[0].key.as_str(), &claimed[0].payload[..]),
+        ("a", b"soon".as_slice())
+    );
+    assert_eq!(claimed[0].topic, "jobs");
+
+    // A claim not forgotten (its claimer died) comes due again after the lease.
+    let after_lease = at + chrono::Duration::from_std(lease).unwrap();
+    let again = schedule.claim_due(after_lease, 10, lease).await.unwrap();
+    assert_eq!(again.len(), 1);
+    schedule.forget(vec![again[0].id]).await.unwrap();
+    let much_later = after_lease + chrono::Duration::from_std(lease).unwrap();
+    let rest = schedule.claim_due(much_later, 10, lease).await.unwrap();
+    assert!(rest.is_empty(), "forgotten messages stay forgotten");
+    let when_due = later + chrono::Duration::seconds(1);
+    assert_eq!(
+        schedule.claim_due(when_due, 10, lease).await.unwrap()[0].key,
+        "b"
+    );
 }

@@ -130,7 +130,7 @@ async fn sigterm_lets_running_attempts_finish_before_exiting() {
         .unwrap();
     assert!(exit.success(), "conveyor exited with {exit}");
     let journal_url = conveyor::journal_url(&site.database_url).unwrap();
-    let database = conveyor_store::Database::connect(&journal_url, None)
+    let database = conveyor_store::Database::connect(&journal_url, None, None)
         .await
         .unwrap();
     let left = conveyor_store::SqlJournal::new(&database)

@@ -1,2 +1,3 @@
 pub(crate) mod broker_messages;
 pub(crate) mod jobs;
+pub(crate) mod scheduled_messages;
