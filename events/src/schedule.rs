@@ -91,7 +91,10 @@ impl Scheduled {
         let released = due.len();
         let mut by_topic: Vec<(String, Vec<HeldMessage>)> = Vec::new();
         for message in due {
-            match by_topic.iter_mut().find(|(topic, _)| *topic == message.topic) {
+            match by_topic
+                .iter_mut()
+                .find(|(topic, _)| *topic == message.topic)
+            {
                 Some((_, messages)) => messages.push(message),
                 None => by_topic.push((message.topic.clone(), vec![message])),
             }

@@ -94,7 +94,11 @@ pub async fn every_group_gets_every_message(broker: Arc<dyn Broker>, topics: &To
         let received = receive(&mut subscription, 20).await;
         assert_eq!(keys(&received), keys_of(20), "group {group}");
         for delivery in &received {
-            let n = delivery.key.trim_start_matches("key-").parse::<usize>().unwrap();
+            let n = delivery
+                .key
+                .trim_start_matches("key-")
+                .parse::<usize>()
+                .unwrap();
             assert_eq!(delivery.payload, format!("payload-{n}").as_bytes());
             assert_eq!(delivery.redeliveries, 0);
         }
@@ -133,7 +137,10 @@ pub async fn unsettled_messages_are_redelivered(broker: Arc<dyn Broker>, topics:
     drop(dropped);
     let again = receive(&mut subscription, 2).await;
     assert_eq!(keys(&again), keys_of(2));
-    assert!(again.iter().all(|d| d.redeliveries >= 1), "redeliveries are counted");
+    assert!(
+        again.iter().all(|d| d.redeliveries >= 1),
+        "redeliveries are counted"
+    );
     ack_all(again).await;
     nothing_arrives(&mut subscription).await;
 }
@@ -158,14 +165,21 @@ pub async fn delayed_messages_wait_until_due(broker: Arc<dyn Broker>, topics: &T
     broker
         .publish(
             &topics.jobs(),
-            vec![Outgoing::at("later", "held", due), Outgoing::now("now", "at once")],
+            vec![
+                Outgoing::at("later", "held", due),
+                Outgoing::now("now", "at once"),
+            ],
         )
         .await
         .unwrap();
     for group in [GROUP_A, GROUP_B] {
         let mut subscription = broker.subscribe(&topics.jobs(), group).await.unwrap();
         let first = receive(&mut subscription, 1).await;
-        assert_eq!(keys(&first), BTreeSet::from(["now".to_owned()]), "group {group}");
+        assert_eq!(
+            keys(&first),
+            BTreeSet::from(["now".to_owned()]),
+            "group {group}"
+        );
         ack_all(first).await;
         let later = receive(&mut subscription, 1).await;
         let arrived = Utc::now();
@@ -184,7 +198,11 @@ pub async fn consumers_of_a_group_share_its_messages(broker: Arc<dyn Broker>, to
     let deadline = Instant::now() + PATIENCE;
     let mut seen = BTreeSet::new();
     while seen.len() < 40 {
-        assert!(Instant::now() < deadline, "only {} of 40 arrived", seen.len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 40 arrived",
+            seen.len()
+        );
         let received = tokio::select! {
             received = one.recv(40) => received,
             received = two.recv(40) => received,
