@@ -65,6 +65,8 @@ pub enum ApiError {
     IdempotencyKeyInUse,
     #[error("the job could not be handed to the broker ({0}); nothing was accepted, retry later")]
     BrokerUnavailable(String),
+    #[error("the job store cannot answer now ({0}); retry later")]
+    StoreUnavailable(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -143,6 +145,11 @@ impl ApiError {
                 "broker_unavailable",
                 "Broker unavailable",
             ),
+            StoreUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "Store unavailable",
+            ),
             Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -191,7 +198,12 @@ impl ApiError {
 
 impl From<conveyor_store::StoreError> for ApiError {
     fn from(error: conveyor_store::StoreError) -> Self {
-        ApiError::Internal(error.to_string())
+        use conveyor_store::StoreError::*;
+        match error {
+            // Outages (of the database, or of the cache where nothing stands in for it) pass.
+            Database(_) | Cache(_) => ApiError::StoreUnavailable(error.to_string()),
+            SchemaBehind(_) | Contended(_) | Config(_) => ApiError::Internal(error.to_string()),
+        }
     }
 }
 
@@ -225,7 +237,9 @@ impl ResponseError for ApiError {
                     response.insert_header((header::WWW_AUTHENTICATE, value));
                 }
             }
-            ApiError::BrokerUnavailable(_) | ApiError::IdempotencyKeyInUse => {
+            ApiError::BrokerUnavailable(_)
+            | ApiError::StoreUnavailable(_)
+            | ApiError::IdempotencyKeyInUse => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
             }
             _ => {}

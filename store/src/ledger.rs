@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use conveyor_schemas::Job;
 use tokio::sync::broadcast;
@@ -20,15 +21,44 @@ pub enum Change {
 
 /// Applies job changes to the cache (the compare-and-set point and change feed) and the store (the
 /// durable record), so that api and workers change jobs one way only.
+///
+/// When the cache fails (Redis down), the ledger carries on with the store alone: reads come from
+/// the database and changes are written to it directly, so losing the cache loses no job; what is
+/// lost meanwhile is the cache's compare-and-set between writers and its change feed (long-poll
+/// and SSE wait until their timeout).
 #[derive(Clone)]
 pub struct Ledger {
     cache: Arc<dyn Cache>,
     store: JobStore,
+    cache_down: Arc<AtomicBool>,
 }
 
 impl Ledger {
     pub fn new(cache: Arc<dyn Cache>, store: JobStore) -> Ledger {
-        Ledger { cache, store }
+        Ledger {
+            cache,
+            store,
+            cache_down: Arc::default(),
+        }
+    }
+
+    /// Passes a cache answer through, noting (once per outage) when the cache fails and when it
+    /// is back; a failure comes back as `None`.
+    fn cache_answer<T>(&self, answer: Result<T, StoreError>) -> Option<T> {
+        match answer {
+            Ok(value) => {
+                if self.cache_down.swap(false, Ordering::Relaxed) {
+                    tracing::info!("The cache answers again.");
+                }
+                Some(value)
+            }
+            Err(error) => {
+                if !self.cache_down.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(%error, "The cache failed; reading and writing jobs through the database until it is back.");
+                }
+                None
+            }
+        }
     }
 
     pub fn cache(&self) -> &Arc<dyn Cache> {
@@ -41,13 +71,13 @@ impl Ledger {
 
     /// The job as it is: from the cache, else from the store (and then cached).
     pub async fn get(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
-        if let Some(job) = self.cache.get_job(id).await? {
+        if let Some(Some(job)) = self.cache_answer(self.cache.get_job(id).await) {
             return Ok(Some(job));
         }
         let Some(job) = self.store.get(id).await? else {
             return Ok(None);
         };
-        self.cache.put_job(&job).await?;
+        self.cache_answer(self.cache.put_job(&job).await);
         Ok(Some(job))
     }
 
@@ -63,7 +93,9 @@ impl Ledger {
 
     /// A job the broker has accepted: visible at once, before any worker has seen it.
     pub async fn accepted(&self, job: &Job) -> Result<(), StoreError> {
-        self.cache.put_job(job).await?;
+        if self.cache_answer(self.cache.put_job(job).await).is_none() {
+            self.store.write(job.clone()).await?;
+        }
         Ok(())
     }
 
@@ -95,8 +127,15 @@ impl Ledger {
                 updated_at: next.updated_at,
                 ..changed
             };
-            if !self.cache.put_job(&next).await? {
-                continue;
+            match self.cache_answer(self.cache.put_job(&next).await) {
+                Some(false) => continue,
+                Some(true) => {}
+                // Without the cache, the store's guard (newest version wins, terminal is final)
+                // is the only order; the write is awaited so a reader sees it at once.
+                None => {
+                    self.store.write(next.clone()).await?;
+                    return Ok(Change::Applied(next));
+                }
             }
             if next.status.is_terminal() {
                 self.store.write(next.clone()).await?;
