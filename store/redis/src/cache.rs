@@ -1,0 +1,149 @@
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use conveyor_schemas::Job;
+use conveyor_store::{Cache, IdempotencyClaim, StoreError};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Client, RedisError, Script};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::claims;
+use crate::feed::ChangeFeed;
+use crate::keys::Keys;
+
+/// How long snapshots, idempotency keys and the change stream outlive their last write, so that
+/// Redis does not grow forever; the database keeps jobs for good.
+const TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Changes the stream keeps for replicas whose feed lost its connection and comes back.
+const STREAM_LENGTH: usize = 16 * 1024;
+/// A command waits at most this long for a connection and as long again for its answer: with Redis
+/// gone, callers had better fall back to the database soon than wait.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+
+static PUT_JOB: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/put_job.lua")));
+
+/// The cache on Redis, shared by every api replica and worker process: the compare-and-set point of
+/// job changes and the change feed between them. Clones share connections and feed.
+#[derive(Clone)]
+pub struct RedisCache {
+    commands: ConnectionManager,
+    keys: Keys,
+    feed: Arc<ChangeFeed>,
+}
+
+impl RedisCache {
+    /// Connects to Redis at `url`, with every key under `prefix`.
+    pub async fn connect(url: &str, prefix: &str) -> Result<RedisCache, StoreError> {
+        let client = Client::open(url).map_err(|error| {
+            StoreError::Config(format!(
+                "CONVEYOR_CACHE_URL is not a usable Redis URL: {error}"
+            ))
+        })?;
+        // The address only: the URL may hold a password.
+        let server = client.get_connection_info().addr().to_string();
+        let unreachable = |error: RedisError| {
+            StoreError::Cache(format!("cannot reach Redis at {server}: {error}"))
+        };
+        // No retries inside a command: one connection attempt, then the error.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_number_of_retries(0);
+        let mut commands = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .map_err(unreachable)?;
+        let keys = Keys::new(prefix);
+        let feed = ChangeFeed::start(client, &mut commands, &keys)
+            .await
+            .map_err(unreachable)?;
+        tracing::info!(%server, prefix, "Connected to the Redis cache.");
+        Ok(RedisCache {
+            commands,
+            keys,
+            feed: Arc::new(feed),
+        })
+    }
+}
+
+fn failed(doing: &'static str) -> impl Fn(RedisError) -> StoreError {
+    move |error| StoreError::Cache(format!("Redis failed to {doing}: {error}"))
+}
+
+#[async_trait]
+impl Cache for RedisCache {
+    async fn get_job(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
+        let json: Option<String> = self
+            .commands
+            .clone()
+            .hget(self.keys.job(id), "json")
+            .await
+            .map_err(failed("read a job"))?;
+        json.map(|json| serde_json::from_str(&json))
+            .transpose()
+            .map_err(|error| StoreError::Cache(format!("job {id} in Redis is unreadable: {error}")))
+    }
+
+    async fn put_job(&self, job: &Job) -> Result<bool, StoreError> {
+        let json = serde_json::to_string(job).map_err(|error| {
+            StoreError::Cache(format!("job {} cannot be written as JSON: {error}", job.id))
+        })?;
+        PUT_JOB
+            .key(self.keys.job(job.id))
+            .key(self.keys.changes())
+            .arg(job.version)
+            .arg(u8::from(job.status.is_terminal()))
+            .arg(json)
+            .arg(TTL.as_millis())
+            .arg(STREAM_LENGTH)
+            .invoke_async(&mut self.commands.clone())
+            .await
+            .map_err(failed("keep a job"))
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        tenant: &str,
+        key: &str,
+        claim: IdempotencyClaim,
+    ) -> Result<Option<IdempotencyClaim>, StoreError> {
+        let redis_key = self.keys.idempotency(tenant, key);
+        let earlier: Option<String> = redis::cmd("SET")
+            .arg(&redis_key)
+            .arg(claims::encode(&claim))
+            .arg("NX")
+            .arg("GET")
+            .arg("PX")
+            .arg(TTL.as_millis())
+            .query_async(&mut self.commands.clone())
+            .await
+            .map_err(failed("claim an idempotency key"))?;
+        earlier
+            .map(|earlier| {
+                claims::decode(&earlier).ok_or_else(|| {
+                    StoreError::Cache(format!("{redis_key} holds no idempotency claim"))
+                })
+            })
+            .transpose()
+    }
+
+    async fn release_idempotency_key(&self, tenant: &str, key: &str) -> Result<(), StoreError> {
+        self.commands
+            .clone()
+            .del(self.keys.idempotency(tenant, key))
+            .await
+            .map_err(failed("release an idempotency key"))
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Job>> {
+        self.feed.subscribe()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        redis::cmd("PING")
+            .exec_async(&mut self.commands.clone())
+            .await
+            .map_err(failed("answer a ping"))
+    }
+}
