@@ -48,7 +48,13 @@ impl Ledger {
         match answer {
             Ok(value) => {
                 if self.cache_down.swap(false, Ordering::Relaxed) {
-                    tracing::info!("The cache answers again.");
+                    tracing::info!("The cache answers again; forgetting the snapshots it had.");
+                    let cache = self.cache.clone();
+                    tokio::spawn(async move {
+                        if let Err(error) = cache.forget_jobs().await {
+                            tracing::warn!(%error, "Could not forget the cached snapshots; some may show an older state for up to a day.");
+                        }
+                    });
                 }
                 Some(value)
             }

@@ -92,6 +92,11 @@ impl Cache for MemoryCache {
         Ok(())
     }
 
+    async fn forget_jobs(&self) -> Result<(), StoreError> {
+        self.jobs.invalidate_all();
+        Ok(())
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<Arc<Job>> {
         self.feed.subscribe()
     }

@@ -63,6 +63,11 @@ pub trait Cache: Send + Sync + 'static {
     /// Gives a key back when the job it was claimed for could not be accepted.
     async fn release_idempotency_key(&self, tenant: &str, key: &str) -> Result<(), StoreError>;
 
+    /// Forgets every job snapshot. After an outage during which changes went to the store alone,
+    /// the snapshots cached before it may be stale; readers fall back to the store until the
+    /// cache fills again.
+    async fn forget_jobs(&self) -> Result<(), StoreError>;
+
     /// Every snapshot kept from now on, in order per job.
     fn subscribe(&self) -> broadcast::Receiver<Arc<Job>>;
 
