@@ -1,12 +1,23 @@
-//! Connects the broker, store and cache that the URLs name.
+//! Connects the broker, store and cache that the URLs name, waiting for any that is not up yet.
 
+use std::fmt::Display;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use conveyor_events::{Broker, BrokerKind, MemoryBroker, Topics, Topology};
-use conveyor_store::{Cache, CacheKind, Database, JobStore, Ledger, MemoryCache, SqlJournal};
+use conveyor_amqp::{AmqpBroker, AmqpSettings, QueueType};
+use conveyor_events::{Broker, BrokerError, BrokerKind, MemoryBroker, Scheduled, Topics, Topology};
+use conveyor_kafka::{KafkaBroker, KafkaSettings};
+use conveyor_redis::RedisCache;
+use conveyor_store::{
+    Cache, CacheKind, Database, JobStore, Ledger, MemoryCache, SqlJournal, SqlSchedule, StoreError,
+};
 
-use crate::config::BackendArgs;
+use crate::config::{AmqpQueueType, BackendArgs};
+
+/// First pause before connecting again to a dependency that is down; it doubles up to the max.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+const MAX_RETRY: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct Backends {
@@ -14,6 +25,9 @@ pub struct Backends {
     pub ledger: Ledger,
     pub database: Database,
     pub topics: Topics,
+    /// Where delayed messages wait when the broker has no durable delays of its own; some
+    /// process must release them (the workers do).
+    pub schedule: Option<Scheduled>,
     /// The in-process broker's journal, when that is the broker.
     journal: Option<Arc<SqlJournal>>,
 }
@@ -28,49 +42,98 @@ pub enum Role {
 }
 
 impl Backends {
-    pub async fn connect(args: &BackendArgs, role: Role) -> anyhow::Result<Backends> {
+    /// Connects everything `args` names. `prefetch` is how many messages a subscription may hold
+    /// unacknowledged (the worker concurrency).
+    pub async fn connect(args: &BackendArgs, role: Role, prefetch: u16) -> anyhow::Result<Backends> {
         let broker_kind = BrokerKind::parse(&args.broker_url)?;
         let cache_kind = CacheKind::parse(&args.cache_url)?;
-        // Settings this build cannot serve are refused before anything is opened or created.
-        match (&broker_kind, role) {
-            (BrokerKind::Memory, Role::ApiOnly | Role::WorkerOnly) => bail!(
-                "CONVEYOR_BROKER_URL: memory:// lives inside one process, so it only serves \
-                 `conveyor dev`; separate api and worker processes need kafka:// or amqp://"
-            ),
-            (BrokerKind::Kafka { .. } | BrokerKind::Amqp { .. }, _) => bail!(
-                "CONVEYOR_BROKER_URL: this build has no Kafka or RabbitMQ adapter yet; use memory://"
-            ),
-            (BrokerKind::Memory, Role::Both) => {}
+        // Settings that cannot work are refused before anything is opened or created.
+        if role != Role::Both {
+            if broker_kind == BrokerKind::Memory {
+                bail!(
+                    "CONVEYOR_BROKER_URL: memory:// lives inside one process, so it only serves \
+                     `conveyor dev`; separate api and worker processes need kafka:// or amqp://"
+                );
+            }
+            if cache_kind == CacheKind::Memory {
+                bail!(
+                    "CONVEYOR_CACHE_URL: memory:// lives inside one process, so it only serves \
+                     `conveyor dev`; separate api and worker processes share job state through \
+                     redis://"
+                );
+            }
         }
-        if let CacheKind::Redis { .. } = cache_kind {
-            bail!("CONVEYOR_CACHE_URL: this build has no Redis cache yet; use memory://");
-        }
-        let database = Database::connect(&args.database_url, args.database_read_url.as_deref())
-            .await
-            .context("Failed to open the database")?;
-        if role == Role::Both {
-            database
-                .migrate()
-                .await
-                .context("Failed to migrate the database")?;
-        } else {
-            database.check_schema().await?;
-        }
-        let topics = Topics::new(args.topic_prefix.clone());
-        let cache: Arc<dyn Cache> = Arc::new(MemoryCache::new());
-        let journal = Arc::new(SqlJournal::new(
-            &journal_database(&args.database_url, &database).await?,
-        ));
-        let broker: Arc<dyn Broker> =
-            Arc::new(MemoryBroker::durable(journal.clone(), &Topology::conveyor(&topics)).await?);
-        let ledger = Ledger::new(cache, JobStore::new(database.clone()));
-        Ok(Backends {
-            broker,
-            ledger,
-            database,
-            topics,
-            journal: Some(journal),
+        let database = patiently("database", || async {
+            let database = Database::connect(
+                &args.database_url,
+                args.database_read_url.as_deref(),
+                args.database_schema.as_deref(),
+            )
+            .await?;
+            if role == Role::Both {
+                database.migrate().await?;
+            } else {
+                database.check_schema().await?;
+            }
+            Ok::<_, StoreError>(database)
         })
+        .await?;
+        let topics = Topics::new(args.topic_prefix.clone());
+        let topology = Topology::conveyor(&topics);
+        let cache: Arc<dyn Cache> = match &cache_kind {
+            CacheKind::Memory => Arc::new(MemoryCache::new()),
+            CacheKind::Redis { url } => Arc::new(
+                patiently("cache", || RedisCache::connect(url, &args.topic_prefix)).await?,
+            ),
+        };
+        let ledger = Ledger::new(cache, JobStore::new(database.clone()));
+        let mut backends = Backends {
+            broker: Arc::new(MemoryBroker::new()),
+            ledger,
+            database: database.clone(),
+            topics,
+            schedule: None,
+            journal: None,
+        };
+        let delayed_through = |broker: Arc<dyn Broker>| {
+            Scheduled::new(broker, Arc::new(SqlSchedule::new(&database)))
+        };
+        match broker_kind {
+            BrokerKind::Memory => {
+                let journal = Arc::new(SqlJournal::new(
+                    &journal_database(&args.database_url, &database).await?,
+                ));
+                backends.broker = Arc::new(MemoryBroker::durable(journal.clone(), &topology).await?);
+                backends.journal = Some(journal);
+            }
+            BrokerKind::Kafka { bootstrap } => {
+                let settings = || KafkaSettings {
+                    bootstrap: bootstrap.clone(),
+                    partitions: args.kafka_partitions,
+                    replication: args.kafka_replication,
+                    message_timeout: Duration::from_millis(args.publish_timeout_ms),
+                };
+                let kafka = patiently("broker", || KafkaBroker::connect(settings(), &topology)).await?;
+                let scheduled = delayed_through(Arc::new(kafka));
+                backends.broker = Arc::new(scheduled.clone());
+                backends.schedule = Some(scheduled);
+            }
+            BrokerKind::Amqp { url } => {
+                let settings = || AmqpSettings {
+                    url: url.clone(),
+                    prefetch,
+                    queue_type: match args.amqp_queue_type {
+                        AmqpQueueType::Quorum => QueueType::Quorum,
+                        AmqpQueueType::Classic => QueueType::Classic,
+                    },
+                };
+                let amqp = patiently("broker", || AmqpBroker::connect(settings(), &topology)).await?;
+                let scheduled = delayed_through(Arc::new(amqp));
+                backends.broker = Arc::new(scheduled.clone());
+                backends.schedule = Some(scheduled);
+            }
+        }
+        Ok(backends)
     }
 
     /// Commits every write still queued, so that a clean shutdown leaves nothing to replay.
@@ -86,6 +149,55 @@ impl Backends {
             .flush()
             .await
             .context("Failed to flush job writes")
+    }
+}
+
+/// Errors worth waiting out (a dependency that is down or starting) rather than giving up on.
+trait Transient {
+    fn is_transient(&self) -> bool;
+}
+
+impl Transient for StoreError {
+    fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Database(_) | StoreError::Cache(_))
+    }
+}
+
+impl Transient for BrokerError {
+    fn is_transient(&self) -> bool {
+        matches!(self, BrokerError::Unavailable(_))
+    }
+}
+
+/// Runs `connect` until it succeeds, so that a process started before its dependency waits for it
+/// (saying so) instead of crash-looping; errors that waiting cannot cure end the start.
+async fn patiently<T, E, F>(what: &str, mut connect: impl FnMut() -> F) -> anyhow::Result<T>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Transient + Display + std::error::Error + Send + Sync + 'static,
+{
+    let mut pause = FIRST_RETRY;
+    let mut waited = false;
+    loop {
+        match connect().await {
+            Ok(connected) => {
+                if waited {
+                    tracing::info!("The {what} is reachable; carrying on.");
+                }
+                return Ok(connected);
+            }
+            Err(error) if error.is_transient() => {
+                tracing::warn!(
+                    %error,
+                    retry_in = ?pause,
+                    "The {what} is not reachable yet; waiting for it."
+                );
+                waited = true;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_RETRY);
+            }
+            Err(error) => return Err(error).with_context(|| format!("Cannot use the {what}")),
+        }
     }
 }
 
@@ -121,7 +233,6 @@ async fn journal_database(database_url: &str, database: &Database) -> anyhow::Re
         .context("Failed to migrate the broker journal")?;
     Ok(journal)
 }
-
 #[cfg(test)]
 mod tests {
     use super::journal_url;

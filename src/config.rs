@@ -61,6 +61,9 @@ pub struct WorkerArgs {
     pub backends: BackendArgs,
     #[command(flatten)]
     pub workers: WorkerPoolArgs,
+    /// Address of the worker's `/healthz`, `/readyz` and `/metrics`; none when unset.
+    #[arg(long, env = "CONVEYOR_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -68,6 +71,9 @@ pub struct MigrateArgs {
     /// The database to migrate.
     #[arg(long, env = "CONVEYOR_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
+    /// PostgreSQL schema of Conveyor's tables (created if missing); `public` when unset.
+    #[arg(long, env = "CONVEYOR_DATABASE_SCHEMA")]
+    pub database_schema: Option<String>,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://conveyor.db?mode=rwc";
@@ -84,12 +90,36 @@ pub struct BackendArgs {
     /// Optional read replica for job reads and lists.
     #[arg(long, env = "CONVEYOR_DATABASE_READ_URL")]
     pub database_read_url: Option<String>,
+    /// PostgreSQL schema of Conveyor's tables; `public` when unset.
+    #[arg(long, env = "CONVEYOR_DATABASE_SCHEMA")]
+    pub database_schema: Option<String>,
     /// Cache: memory:// or redis://host:6379.
     #[arg(long, env = "CONVEYOR_CACHE_URL", default_value = "memory://")]
     pub cache_url: String,
-    /// Prefix of topic and queue names, so deployments (and tests) can share a broker.
+    /// Prefix of topic, queue, consumer group and Redis key names, so deployments (and tests)
+    /// can share a broker and a cache.
     #[arg(long, env = "CONVEYOR_TOPIC_PREFIX", default_value = "conveyor.")]
     pub topic_prefix: String,
+    /// Partitions of each Kafka topic Conveyor creates: the most worker processes that can
+    /// share one consumer group.
+    #[arg(long, env = "CONVEYOR_KAFKA_PARTITIONS", default_value_t = 12, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    pub kafka_partitions: i32,
+    /// Replication factor of each Kafka topic Conveyor creates.
+    #[arg(long, env = "CONVEYOR_KAFKA_REPLICATION", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=100))]
+    pub kafka_replication: i32,
+    /// RabbitMQ queue type: quorum (replicated, the default) or classic.
+    #[arg(long, env = "CONVEYOR_AMQP_QUEUE_TYPE", value_enum, default_value_t = AmqpQueueType::Quorum)]
+    pub amqp_queue_type: AmqpQueueType,
+    /// How long a publish may wait for the broker's acknowledgement before the submission is
+    /// answered `503`, in milliseconds.
+    #[arg(long, env = "CONVEYOR_PUBLISH_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=300_000))]
+    pub publish_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AmqpQueueType {
+    Quorum,
+    Classic,
 }
 
 #[derive(Debug, Clone, Args)]

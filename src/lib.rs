@@ -20,7 +20,7 @@ use crate::config::{BackendArgs, HttpArgs, WorkerPoolArgs};
 
 /// A started Conveyor: stop it with [`Running::shutdown`], wait for it with [`Running::wait`].
 pub struct Running {
-    /// The API's port, when this process serves the API.
+    /// The HTTP port: the API's, or a worker's metrics server's.
     pub port: Option<u16>,
     /// The secret that signs tokens, when this process serves the API.
     pub jwt_secret: Option<String>,
@@ -87,7 +87,8 @@ pub async fn start(command: Command) -> anyhow::Result<Running> {
     };
     match command {
         Command::Dev(args) => {
-            let backends = Backends::connect(&args.backends, Role::Both).await?;
+            let backends =
+                Backends::connect(&args.backends, Role::Both, prefetch(&args.workers)).await?;
             let secret = args
                 .http
                 .jwt_secret
@@ -104,13 +105,19 @@ pub async fn start(command: Command) -> anyhow::Result<Running> {
                 .jwt_secret
                 .clone()
                 .context("CONVEYOR_JWT_SECRET must be set for `conveyor api`")?;
-            let backends = Backends::connect(&args.backends, Role::ApiOnly).await?;
+            // The API only publishes; it holds no deliveries.
+            let backends = Backends::connect(&args.backends, Role::ApiOnly, 1).await?;
             start_api(&mut running, &backends, &args.http, &secret)?;
             running.backends = Some(backends);
         }
         Command::Worker(args) => {
-            let backends = Backends::connect(&args.backends, Role::WorkerOnly).await?;
+            let backends =
+                Backends::connect(&args.backends, Role::WorkerOnly, prefetch(&args.workers))
+                    .await?;
             start_workers(&mut running, &backends, &args.workers);
+            if let Some(listen) = &args.metrics_listen {
+                start_operations(&mut running, &backends, listen)?;
+            }
             running.backends = Some(backends);
         }
         Command::Migrate(args) => {
@@ -145,11 +152,7 @@ fn start_api(
 ) -> anyhow::Result<()> {
     let api = Api::bind(
         &http.listen,
-        ApiDependencies {
-            broker: backends.broker.clone(),
-            ledger: backends.ledger.clone(),
-            database: backends.database.clone(),
-        },
+        dependencies(backends),
         ApiSettings {
             jwt_secret: secret.as_bytes().to_vec(),
             max_body_bytes: http.max_body_bytes,
@@ -169,7 +172,39 @@ fn start_api(
     Ok(())
 }
 
+fn dependencies(backends: &Backends) -> ApiDependencies {
+    ApiDependencies {
+        broker: backends.broker.clone(),
+        ledger: backends.ledger.clone(),
+        database: backends.database.clone(),
+    }
+}
+
+/// A worker's `/healthz`, `/readyz` and `/metrics`.
+fn start_operations(running: &mut Running, backends: &Backends, listen: &str) -> anyhow::Result<()> {
+    let server = Api::bind_operations(listen, dependencies(backends), backends.topics.clone())
+        .with_context(|| format!("Failed to listen on {listen}"))?;
+    running.port = Some(server.port());
+    running.api = Some(server.handle());
+    running
+        .tasks
+        .spawn(async move { server.run().await.context("The metrics server failed") });
+    Ok(())
+}
+
+/// Messages a subscription may hold unacknowledged: as many as the workers run at once.
+fn prefetch(workers: &WorkerPoolArgs) -> u16 {
+    u16::try_from(workers.concurrency).unwrap_or(u16::MAX)
+}
+
 fn start_workers(running: &mut Running, backends: &Backends, args: &WorkerPoolArgs) {
+    if let Some(schedule) = backends.schedule.clone() {
+        let shutdown = running.shutdown.clone();
+        running.tasks.spawn(async move {
+            schedule.release_due(shutdown).await;
+            Ok(())
+        });
+    }
     let pool = WorkerPool::new(
         backends.broker.clone(),
         backends.ledger.clone(),

@@ -110,6 +110,38 @@ impl Api {
         })
     }
 
+    /// Binds a server of `/healthz`, `/readyz` and `/metrics` alone: what a worker process shows
+    /// operators and Prometheus.
+    pub fn bind_operations(
+        listen: &str,
+        dependencies: ApiDependencies,
+        topics: Topics,
+    ) -> std::io::Result<Api> {
+        let listener = TcpListener::bind(listen)?;
+        let port = listener.local_addr()?.port();
+        let readiness = web::Data::new(Readiness {
+            broker: dependencies.broker,
+            database: dependencies.database,
+            ledger: dependencies.ledger,
+            topics,
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(readiness.clone())
+                .configure(routes::configure_operations)
+                .default_service(web::to(|| async {
+                    Err::<actix_web::HttpResponse, _>(ApiError::RouteNotFound)
+                }))
+        })
+        .disable_signals()
+        .workers(1)
+        .listen(listener)?;
+        Ok(Api {
+            server: server.run(),
+            port,
+        })
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

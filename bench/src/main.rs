@@ -12,10 +12,11 @@ use serde_json::{Value, json};
 #[derive(Parser)]
 #[command(about = "Load generator for Conveyor")]
 struct Args {
-    /// The API (or the load balancer in front of it).
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    url: String,
-    /// Every endpoint whose /metrics counts finished jobs (the workers'); defaults to --url.
+    /// The API (or the load balancer in front of it); given more than once, connections are
+    /// spread over the replicas.
+    #[arg(long = "url", default_value = "http://127.0.0.1:8080")]
+    urls: Vec<String>,
+    /// Every endpoint whose /metrics counts finished jobs (the workers'); defaults to the --urls.
     #[arg(long = "metrics-url")]
     metrics_urls: Vec<String>,
     /// A token with jobs:write.
@@ -40,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
     let payload: Value = serde_json::from_str(&args.payload).context("--payload is not JSON")?;
     let body = Arc::new(json!({ "type": args.job_type, "payload": payload }));
     let metrics_urls = if args.metrics_urls.is_empty() {
-        vec![args.url.clone()]
+        args.urls.clone()
     } else {
         args.metrics_urls.clone()
     };
@@ -50,13 +51,13 @@ async fn main() -> anyhow::Result<()> {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let submitters: Vec<_> = (0..args.connections)
-        .map(|_| {
+        .map(|connection| {
             let client = reqwest::Client::builder()
                 .pool_max_idle_per_host(1)
                 .build()
                 .expect("a client builds");
             let (url, token, body, next) = (
-                format!("{}/v1/jobs", args.url),
+                format!("{}/v1/jobs", args.urls[connection % args.urls.len()]),
                 args.token.clone(),
                 body.clone(),
                 next.clone(),

@@ -18,30 +18,26 @@ pub struct TestApp {
     _data: TempDir,
 }
 
-/// A fresh Conveyor (`dev` mode: API, workers, SQLite, memory broker and cache) on a free port,
-/// with its own database file.
+/// A fresh Conveyor in `dev` mode (API and workers in one process) on a free port, on the stack
+/// `CONVEYOR_TEST_STACK` names (see [`Stack`]), in a namespace of its own.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
 }
 
 pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
     let data = tempfile::tempdir().unwrap();
-    let database_url = format!(
-        "sqlite://{}?mode=rwc",
-        data.path().join("conveyor.db").display()
-    );
+    let backends = Stack::from_env().fresh_backend_args(data.path());
     let mut args = vec![
         "conveyor",
         "dev",
         "--listen",
         "127.0.0.1:0",
-        "--database-url",
-        &database_url,
         "--jwt-secret",
         "test-secret",
         "--http-workers",
         "2",
     ];
+    args.extend(backends.iter().map(String::as_str));
     args.extend_from_slice(extra);
     let cli = Cli::try_parse_from(args).expect("test arguments parse");
     let running = conveyor::start(cli.command).await.expect("Conveyor starts");
@@ -56,6 +52,63 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
         _running: Some(running),
         _data: data,
     }
+}
+
+/// The services under a test: `embedded` (in-process broker, SQLite, in-process cache; the
+/// default), `kafka` or `amqp` (each with PostgreSQL and Redis), as `CONVEYOR_TEST_STACK` says.
+/// Where the services are: `CONVEYOR_TEST_KAFKA`, `CONVEYOR_TEST_AMQP`,
+/// `CONVEYOR_TEST_DATABASE_URL`, `CONVEYOR_TEST_REDIS`, defaulting to this machine's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stack {
+    Embedded,
+    Kafka,
+    Amqp,
+}
+
+impl Stack {
+    pub fn from_env() -> Stack {
+        match std::env::var("CONVEYOR_TEST_STACK").as_deref() {
+            Err(_) | Ok("" | "embedded") => Stack::Embedded,
+            Ok("kafka") => Stack::Kafka,
+            Ok("amqp") => Stack::Amqp,
+            Ok(other) => panic!("CONVEYOR_TEST_STACK `{other}`: use embedded, kafka or amqp"),
+        }
+    }
+
+    /// Backend flags for a namespace no other test uses: its own SQLite file in `data`, or its
+    /// own topics, queues, consumer groups, PostgreSQL schema and Redis keys.
+    pub fn fresh_backend_args(self, data: &std::path::Path) -> Vec<String> {
+        let broker_url = match self {
+            Stack::Embedded => {
+                let file = data.join("conveyor.db");
+                return vec![
+                    "--database-url".into(),
+                    format!("sqlite://{}?mode=rwc", file.display()),
+                ];
+            }
+            Stack::Kafka => format!("kafka://{}", service("CONVEYOR_TEST_KAFKA", "127.0.0.1:9092")),
+            Stack::Amqp => service("CONVEYOR_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+        };
+        let namespace = uuid::Uuid::now_v7().simple().to_string();
+        vec![
+            "--broker-url".into(),
+            broker_url,
+            "--database-url".into(),
+            service("CONVEYOR_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"),
+            "--database-schema".into(),
+            format!("t_{namespace}"),
+            "--cache-url".into(),
+            service("CONVEYOR_TEST_REDIS", "redis://127.0.0.1:6379"),
+            "--topic-prefix".into(),
+            format!("t{namespace}."),
+            "--kafka-partitions".into(),
+            "2".into(),
+        ]
+    }
+}
+
+fn service(variable: &str, default: &str) -> String {
+    std::env::var(variable).unwrap_or_else(|_| default.to_owned())
 }
 
 pub fn mint(secret: &str, tenant: &str, scope: &str) -> String {

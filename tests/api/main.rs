@@ -1,4 +1,6 @@
-//! The client contract, driven over HTTP against a real server on port 0 (embedded default).
+//! The client contract, driven over HTTP against a real server on port 0, on the stack
+//! `CONVEYOR_TEST_STACK` names (embedded by default); and separate api and worker processes on
+//! the real stacks (`stack`).
 
 mod helpers;
 
@@ -9,8 +11,10 @@ mod events;
 mod idempotency;
 mod list;
 mod polling;
+mod proxy;
 mod restart;
 mod retries;
 mod schedule;
+mod stack;
 mod submit;
 mod tenants;

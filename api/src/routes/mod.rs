@@ -19,11 +19,21 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
             .route(web::delete().to(jobs::cancel)),
         web::resource("/v1/jobs/{id}/events").route(web::get().to(jobs::events)),
         web::resource("/v1/job-types").route(web::get().to(job_types::list)),
+        web::resource("/openapi.json").route(web::get().to(docs::openapi_json)),
+        web::resource("/docs").route(web::get().to(docs::reference)),
+    ];
+    for resource in resources {
+        config.service(resource.default_service(web::to(method_not_allowed)));
+    }
+    configure_operations(config);
+}
+
+/// Liveness, readiness and metrics: all that a worker process serves.
+pub(crate) fn configure_operations(config: &mut web::ServiceConfig) {
+    let resources = [
         web::resource("/healthz").route(web::get().to(health::healthz)),
         web::resource("/readyz").route(web::get().to(health::readyz)),
         web::resource("/metrics").route(web::get().to(health::metrics)),
-        web::resource("/openapi.json").route(web::get().to(docs::openapi_json)),
-        web::resource("/docs").route(web::get().to(docs::reference)),
     ];
     for resource in resources {
         config.service(resource.default_service(web::to(method_not_allowed)));

@@ -1,0 +1,426 @@
+//! Conveyor as separate `api` and `worker` processes on the real stacks (Kafka or RabbitMQ, with
+//! PostgreSQL and Redis), and what happens when a part of it fails. Each test runs on both
+//! stacks, whatever `CONVEYOR_TEST_STACK` says.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use clap::Parser;
+use conveyor::{Cli, Running};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use crate::events::read_events;
+use crate::helpers::{ALL_SCOPES, Stack, TestApp, mint, problem};
+use crate::proxy::Proxy;
+
+const SECRET: &str = "stack-secret";
+const REDIS: &str = "127.0.0.1:6379";
+const RABBITMQ: &str = "127.0.0.1:5672";
+const POSTGRES: &str = "127.0.0.1:5432";
+
+/// One namespace on a real stack (topics, queues, schema, Redis keys) that several processes
+/// share, as the replicas of one deployment do.
+struct Deployment {
+    args: Vec<String>,
+    _data: TempDir,
+}
+
+impl Deployment {
+    async fn new(stack: Stack) -> Deployment {
+        let data = tempfile::tempdir().unwrap();
+        let args = stack.fresh_backend_args(data.path());
+        Deployment { args, _data: data }
+    }
+
+    /// Points `flag` (e.g. `--cache-url`) at `value`.
+    fn set(&mut self, flag: &str, value: String) {
+        let at = self.args.iter().position(|arg| arg == flag).unwrap();
+        self.args[at + 1] = value;
+    }
+
+    fn value(&self, flag: &str) -> &str {
+        let at = self.args.iter().position(|arg| arg == flag).unwrap();
+        &self.args[at + 1]
+    }
+
+    /// Sends the cache, the database or the broker through `proxy`.
+    fn through(&mut self, flag: &str, upstream: &str, proxy: &Proxy) {
+        let url = proxy.url(self.value(flag), upstream);
+        self.set(flag, url);
+    }
+
+    fn command_line<'a>(&'a self, command: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut line = vec![command];
+        if command == "api" || command == "dev" {
+            line.extend(["--listen", "127.0.0.1:0", "--jwt-secret", SECRET]);
+        }
+        if command == "worker" || command == "dev" {
+            line.extend(["--retry-base-ms", "50", "--shutdown-grace-secs", "1"]);
+        }
+        line.extend(self.args.iter().map(String::as_str));
+        line.extend_from_slice(extra);
+        line
+    }
+
+    async fn migrate(&self) {
+        let line = [
+            "conveyor",
+            "migrate",
+            "--database-url",
+            self.value("--database-url"),
+            "--database-schema",
+            self.value("--database-schema"),
+        ];
+        let cli = Cli::try_parse_from(line).unwrap();
+        conveyor::start(cli.command).await.expect("the migration runs");
+    }
+
+    /// Starts `command` (`api`, `worker` or `dev`) in this test's process.
+    async fn start(&self, command: &str, extra: &[&str]) -> Running {
+        let mut line = vec!["conveyor"];
+        line.extend(self.command_line(command, extra));
+        let cli = Cli::try_parse_from(line).expect("arguments parse");
+        conveyor::start(cli.command).await.expect("Conveyor starts")
+    }
+
+    /// Starts `command` as a process of its own, logging to a pipe.
+    fn spawn(&self, command: &str, extra: &[&str]) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_conveyor"))
+            .args(self.command_line(command, extra))
+            .env("CONVEYOR_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("conveyor starts")
+    }
+}
+
+fn client(running: &Running) -> TestApp {
+    let base = format!("http://127.0.0.1:{}", running.port.unwrap());
+    TestApp::attached(&base, SECRET, &mint(SECRET, "acme", ALL_SCOPES))
+}
+
+fn id(job: &Value) -> String {
+    job["id"].as_str().unwrap().to_owned()
+}
+
+/// Runs a test on the Kafka stack and on the RabbitMQ stack.
+macro_rules! on_real_stacks {
+    ($($test:ident),* $(,)?) => {
+        $(mod $test {
+            use crate::helpers::Stack;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn kafka() {
+                super::$test(Stack::Kafka).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn amqp() {
+                super::$test(Stack::Amqp).await;
+            }
+        })*
+    };
+}
+
+on_real_stacks!(
+    replica_b_serves_what_replica_a_accepted,
+    a_killed_worker_hands_its_jobs_to_another,
+    a_broker_that_is_down_gets_no_job_accepted,
+    restarts_of_the_cache_and_the_database_lose_no_accepted_job,
+    a_process_started_before_its_cache_waits_for_it,
+);
+
+async fn replica_b_serves_what_replica_a_accepted(stack: Stack) {
+    let deployment = Deployment::new(stack).await;
+    deployment.migrate().await;
+    let a = deployment.start("api", &[]).await;
+    let b = deployment.start("api", &[]).await;
+    let _workers = deployment.start("worker", &[]).await;
+    let (a, b) = (client(&a), client(&b));
+
+    let job = a
+        .submit(json!({"type": "sleep", "payload": {"ms": 1500}}))
+        .await;
+    let id = id(&job);
+    let seen = b.job(&id).await;
+    assert!(["queued", "running"].contains(&seen["status"].as_str().unwrap()), "{seen}");
+
+    // A long poll on B answers when a worker changes the job.
+    let etag = b.etag(&id).await;
+    let changed = b
+        .get(&format!("/v1/jobs/{id}?wait=20"))
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), StatusCode::OK);
+    assert_ne!(changed.headers()["etag"].to_str().unwrap(), etag);
+
+    // And B's event stream follows it to the end.
+    let events = read_events(&b, &id).await;
+    assert_eq!(events.last().unwrap()["status"], "succeeded", "{events:?}");
+}
+
+async fn a_killed_worker_hands_its_jobs_to_another(stack: Stack) {
+    let deployment = Deployment::new(stack).await;
+    deployment.migrate().await;
+    let api = deployment.start("api", &[]).await;
+    let app = client(&api);
+    let mut doomed = deployment.spawn("worker", &["--concurrency", "4"]);
+    let mut survivor = deployment.spawn("worker", &["--concurrency", "4"]);
+
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        let job = app
+            .submit(json!({"type": "sleep", "payload": {"ms": 4000}}))
+            .await;
+        ids.push(id(&job));
+    }
+    // Both workers full (four each), then one dies without a word.
+    wait_until(Duration::from_secs(60), "all eight jobs run", async || {
+        let mut running = 0;
+        for id in &ids {
+            running += usize::from(app.job(id).await["status"] == "running");
+        }
+        running == 8
+    })
+    .await;
+    doomed.kill().unwrap();
+    doomed.wait().unwrap();
+
+    let mut taken_over = 0;
+    for id in &ids {
+        let job = app.wait_for(id, "succeeded", Duration::from_secs(90)).await;
+        assert_eq!(job["result"], json!({"slept_ms": 4000}), "{job}");
+        taken_over += usize::from(job["attempts"] == 2);
+    }
+    assert_eq!(taken_over, 4, "the dead worker's four jobs ran again elsewhere");
+    survivor.kill().unwrap();
+    survivor.wait().unwrap();
+}
+
+async fn wait_until(within: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "waited {within:?} for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A broker this test can stop and start: a private tansu (Kafka), or RabbitMQ behind a proxy.
+enum Outage {
+    Kafka { port: u16, dir: TempDir, broker: Option<Child> },
+    Proxied(Proxy),
+}
+
+impl Outage {
+    async fn new(stack: Stack, deployment: &mut Deployment) -> Outage {
+        match stack {
+            Stack::Kafka => {
+                let port = free_port();
+                let mut outage = Outage::Kafka {
+                    port,
+                    dir: tempfile::tempdir().unwrap(),
+                    broker: None,
+                };
+                outage.restore().await;
+                deployment.set("--broker-url", format!("kafka://127.0.0.1:{port}"));
+                outage
+            }
+            Stack::Amqp => {
+                let proxy = Proxy::start(RABBITMQ).await;
+                deployment.through("--broker-url", RABBITMQ, &proxy);
+                Outage::Proxied(proxy)
+            }
+            Stack::Embedded => unreachable!("the embedded broker lives in the process"),
+        }
+    }
+
+    fn cut(&mut self) {
+        match self {
+            Outage::Kafka { broker, .. } => {
+                let mut broker = broker.take().unwrap();
+                broker.kill().unwrap();
+                broker.wait().unwrap();
+            }
+            Outage::Proxied(proxy) => proxy.cut(),
+        }
+    }
+
+    async fn restore(&mut self) {
+        match self {
+            Outage::Kafka { port, dir, broker } => {
+                let tansu = std::env::var("CONVEYOR_TEST_TANSU").unwrap_or_else(|_| {
+                    format!("{}/.cache/conveyor/tansu/bin/tansu", std::env::var("HOME").unwrap())
+                });
+                let listener = format!("tcp://127.0.0.1:{port}");
+                // SQLite storage in the test's directory: topics and messages outlive a restart.
+                let child = Command::new(tansu)
+                    .args(["broker", "--listener-url", &listener])
+                    .args(["--advertised-listener-url", &listener])
+                    .args(["--storage-engine", "sqlite://tansu.db"])
+                    .current_dir(dir.path())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("tansu starts (scripts/services builds it)");
+                *broker = Some(child);
+                let port = *port;
+                wait_until(Duration::from_secs(20), "tansu listens", async || {
+                    tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+                })
+                .await;
+            }
+            Outage::Proxied(proxy) => proxy.restore(),
+        }
+    }
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        if let Outage::Kafka {
+            broker: Some(broker),
+            ..
+        } = self
+        {
+            let _ = broker.kill();
+            let _ = broker.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn a_broker_that_is_down_gets_no_job_accepted(stack: Stack) {
+    let mut deployment = Deployment::new(stack).await;
+    let mut broker = Outage::new(stack, &mut deployment).await;
+    let dev = deployment
+        .start("dev", &["--publish-timeout-ms", "1500"])
+        .await;
+    let app = client(&dev);
+    app.run_until(json!({"type": "echo", "payload": {"n": 1}}), "succeeded")
+        .await;
+
+    broker.cut();
+    let refused = app
+        .post_job(&json!({"type": "echo", "payload": {"n": 2}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(refused.headers().contains_key("retry-after"));
+    problem(refused, StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable").await;
+    let readyz = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(readyz.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let checks: Value = readyz.json().await.unwrap();
+    assert_ne!(checks["checks"]["broker"], "ok", "{checks}");
+    assert_eq!(checks["checks"]["database"], "ok", "{checks}");
+
+    broker.restore().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let accepted = loop {
+        let response = app
+            .post_job(&json!({"type": "echo", "payload": {"n": 3}}))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == StatusCode::ACCEPTED {
+            break response.json::<Value>().await.unwrap();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the broker never came back");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    app.wait_for(&id(&accepted), "succeeded", Duration::from_secs(60))
+        .await;
+}
+
+async fn restarts_of_the_cache_and_the_database_lose_no_accepted_job(stack: Stack) {
+    let mut deployment = Deployment::new(stack).await;
+    deployment.migrate().await;
+    let redis = Proxy::start(REDIS).await;
+    let postgres = Proxy::start(POSTGRES).await;
+    deployment.through("--cache-url", REDIS, &redis);
+    deployment.through("--database-url", POSTGRES, &postgres);
+    let api = deployment.start("api", &[]).await;
+    let _workers = deployment.start("worker", &[]).await;
+    let app = client(&api);
+
+    let submitting = tokio::spawn({
+        let app = TestApp::attached(&app.address, SECRET, &app.token);
+        async move {
+            let mut accepted = Vec::new();
+            let started = tokio::time::Instant::now();
+            let mut n = 0;
+            while started.elapsed() < Duration::from_secs(9) {
+                n += 1;
+                let body = json!({"type": "echo", "payload": {"n": n}});
+                if let Ok(response) = app.post_job(&body).send().await
+                    && response.status() == StatusCode::ACCEPTED
+                {
+                    accepted.push(id(&response.json().await.unwrap()));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            accepted
+        }
+    });
+    for proxy in [&redis, &postgres] {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        proxy.cut();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        proxy.restore();
+    }
+    let accepted = submitting.await.unwrap();
+    assert!(accepted.len() > 50, "only {} jobs accepted", accepted.len());
+    for id in &accepted {
+        let job = app.wait_for(id, "succeeded", Duration::from_secs(60)).await;
+        assert!(job["result"]["n"].is_number(), "{job}");
+    }
+}
+
+async fn a_process_started_before_its_cache_waits_for_it(stack: Stack) {
+    let mut deployment = Deployment::new(stack).await;
+    deployment.migrate().await;
+    let redis = Proxy::start(REDIS).await;
+    redis.cut();
+    deployment.through("--cache-url", REDIS, &redis);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut api = deployment.spawn("api", &["--listen", &listen]);
+
+    let stderr = BufReader::new(api.stderr.take().unwrap());
+    let waiting = tokio::task::spawn_blocking(move || {
+        stderr
+            .lines()
+            .map_while(Result::ok)
+            .find(|line| line.contains("The cache is not reachable yet; waiting for it."))
+    });
+    let line = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("the api says what it waits for")
+        .unwrap();
+    assert!(line.is_some());
+    assert!(api.try_wait().unwrap().is_none(), "the api waits instead of exiting");
+
+    redis.restore();
+    let app = TestApp::attached(&format!("http://{listen}"), SECRET, &mint(SECRET, "acme", ALL_SCOPES));
+    wait_until(Duration::from_secs(30), "the api is ready", async || {
+        match app.client.get(app.url("/readyz")).send().await {
+            Ok(response) => response.status() == StatusCode::OK,
+            Err(_) => false,
+        }
+    })
+    .await;
+    api.kill().unwrap();
+    api.wait().unwrap();
+}
