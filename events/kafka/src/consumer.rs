@@ -1,0 +1,184 @@
+//! Subscriptions: one Kafka consumer in the group's consumer group each, fed by a background task
+//! that keeps polling it, so rebalances and liveness are served even while every delivery is
+//! busy and nobody calls `recv`.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use conveyor_events::{Acknowledger, BrokerError, Delivery, Subscription};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use tokio::sync::oneshot;
+
+use crate::inbox::{Held, Inbox};
+use crate::{KafkaSettings, millis, unavailable};
+
+type KafkaConsumer = StreamConsumer<Inbox>;
+
+/// How often acknowledged positions are committed.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
+/// Short, so that the partitions of a killed consumer move to the others within seconds.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a dropped subscription stays in its group for the deliveries it handed out to be
+/// settled (a worker pool finishing its running jobs), before it leaves anyway.
+const CLOSE_GRACE: Duration = Duration::from_secs(60);
+
+/// Joins the Kafka consumer group of `group` on `topic`.
+pub(crate) fn subscribe(
+    settings: &KafkaSettings,
+    topic: &str,
+    group: &str,
+) -> Result<Box<dyn Subscription>, BrokerError> {
+    let consumer: KafkaConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.bootstrap)
+        .set("group.id", group_id(topic, group))
+        // A group that has never committed starts at the beginning: the topology created its
+        // topics before anything was published, so nothing published is missed.
+        .set("auto.offset.reset", "earliest")
+        // Only positions the inbox computed from acknowledgements are ever committed.
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("session.timeout.ms", millis(SESSION_TIMEOUT))
+        .set("heartbeat.interval.ms", millis(HEARTBEAT_INTERVAL))
+        // A rebalance then revokes only the partitions that move: deliveries of the others stay
+        // acknowledgeable instead of all coming again.
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .create_with_context(Inbox::new(topic))
+        .map_err(|error| {
+            BrokerError::Config(format!("kafka: cannot create a consumer: {error}"))
+        })?;
+    consumer
+        .subscribe(&[topic])
+        .map_err(|error| unavailable(&format!("cannot subscribe to {topic}"), error))?;
+    let consumer = Arc::new(consumer);
+    let (closer, closed) = oneshot::channel();
+    tokio::spawn(poll(consumer.clone(), closed));
+    Ok(Box::new(KafkaSubscription {
+        consumer,
+        _closer: closer,
+    }))
+}
+
+/// The Kafka consumer group of `group` on `topic`: topics carry the deployment's prefix, so
+/// deployments sharing a cluster never share a group.
+pub(crate) fn group_id(topic: &str, group: &str) -> String {
+    format!("{topic}.{group}")
+}
+
+struct KafkaSubscription {
+    consumer: Arc<KafkaConsumer>,
+    /// Dropped with the subscription, which tells the polling task to close the consumer.
+    _closer: oneshot::Sender<()>,
+}
+
+#[async_trait]
+impl Subscription for KafkaSubscription {
+    async fn recv(&mut self, max: usize) -> Result<Vec<Delivery>, BrokerError> {
+        let inbox = self.consumer.context();
+        loop {
+            if let Some(batch) = inbox.take(self.consumer.as_ref(), max)? {
+                let handle = Arc::downgrade(inbox);
+                return Ok(batch
+                    .into_iter()
+                    .map(|held| deliver(handle.clone(), held))
+                    .collect());
+            }
+            inbox.arrival().await;
+        }
+    }
+}
+
+/// Polls the consumer and commits acknowledged positions until the subscription is dropped; then
+/// lets the deliveries still out be settled and closes it: its revocation commits what they
+/// acknowledged before it leaves the group.
+async fn poll(consumer: Arc<KafkaConsumer>, mut closed: oneshot::Receiver<()>) {
+    let inbox = consumer.context().clone();
+    let mut commits = tokio::time::interval(COMMIT_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = &mut closed => break,
+            _ = commits.tick() => inbox.commit_moved(consumer.as_ref()),
+            received = consumer.recv() => match received {
+                Ok(message) => inbox.fetched(consumer.as_ref(), &message),
+                Err(error) => inbox.failed(error),
+            },
+        }
+    }
+    inbox.close(consumer.as_ref());
+    let grace = tokio::time::sleep(CLOSE_GRACE);
+    tokio::pin!(grace);
+    loop {
+        tokio::select! {
+            _ = inbox.all_settled() => break,
+            _ = &mut grace => {
+                tracing::warn!(grace = ?CLOSE_GRACE, "Deliveries were still unsettled when the grace period ended; they will be delivered again.");
+                break;
+            }
+            _ = commits.tick() => inbox.commit_moved(consumer.as_ref()),
+            // Serves rebalances meanwhile; fetching is paused, so no message comes.
+            _ = consumer.recv() => {}
+        }
+    }
+    // Closing waits for the group to let the consumer go.
+    let closing = tokio::task::spawn_blocking(move || drop(consumer));
+    if let Err(error) = closing.await {
+        tracing::warn!(%error, "Could not close a Kafka consumer.");
+    }
+}
+
+fn deliver(inbox: Weak<Inbox>, held: Held) -> Delivery {
+    let key = held.key.clone();
+    let payload = held.payload.clone();
+    let redeliveries = held.redeliveries;
+    let acknowledger = KafkaAck {
+        inbox,
+        held: Some(held),
+    };
+    Delivery::new(key, payload, redeliveries, Box::new(acknowledger))
+}
+
+/// Settles in the subscription's inbox while its consumer lives; once it has closed, the message
+/// stays uncommitted, for the group to deliver again.
+struct KafkaAck {
+    inbox: Weak<Inbox>,
+    held: Option<Held>,
+}
+
+impl KafkaAck {
+    fn hand_back(&mut self) {
+        if let (Some(held), Some(inbox)) = (self.held.take(), self.inbox.upgrade()) {
+            inbox.hand_back(held);
+        }
+    }
+}
+
+#[async_trait]
+impl Acknowledger for KafkaAck {
+    async fn ack(mut self: Box<Self>) -> Result<(), BrokerError> {
+        let Some(held) = self.held.take() else {
+            return Ok(());
+        };
+        match self.inbox.upgrade() {
+            Some(inbox) => {
+                inbox.acknowledge(&held.ticket);
+                Ok(())
+            }
+            None => Err(BrokerError::Unavailable(
+                "kafka: the subscription closed before this acknowledgement; the message will be delivered again".into(),
+            )),
+        }
+    }
+
+    async fn nack(mut self: Box<Self>) -> Result<(), BrokerError> {
+        self.hand_back();
+        Ok(())
+    }
+}
+
+impl Drop for KafkaAck {
+    fn drop(&mut self) {
+        self.hand_back();
+    }
+}
