@@ -44,7 +44,11 @@ pub enum Role {
 impl Backends {
     /// Connects everything `args` names. `prefetch` is how many messages a subscription may hold
     /// unacknowledged (the worker concurrency).
-    pub async fn connect(args: &BackendArgs, role: Role, prefetch: u16) -> anyhow::Result<Backends> {
+    pub async fn connect(
+        args: &BackendArgs,
+        role: Role,
+        prefetch: u16,
+    ) -> anyhow::Result<Backends> {
         let broker_kind = BrokerKind::parse(&args.broker_url)?;
         let cache_kind = CacheKind::parse(&args.cache_url)?;
         // Settings that cannot work are refused before anything is opened or created.
@@ -82,9 +86,9 @@ impl Backends {
         let topology = Topology::conveyor(&topics);
         let cache: Arc<dyn Cache> = match &cache_kind {
             CacheKind::Memory => Arc::new(MemoryCache::new()),
-            CacheKind::Redis { url } => Arc::new(
-                patiently("cache", || RedisCache::connect(url, &args.topic_prefix)).await?,
-            ),
+            CacheKind::Redis { url } => {
+                Arc::new(patiently("cache", || RedisCache::connect(url, &args.topic_prefix)).await?)
+            }
         };
         let ledger = Ledger::new(cache, JobStore::new(database.clone()));
         let mut backends = Backends {
@@ -95,15 +99,15 @@ impl Backends {
             schedule: None,
             journal: None,
         };
-        let delayed_through = |broker: Arc<dyn Broker>| {
-            Scheduled::new(broker, Arc::new(SqlSchedule::new(&database)))
-        };
+        let delayed_through =
+            |broker: Arc<dyn Broker>| Scheduled::new(broker, Arc::new(SqlSchedule::new(&database)));
         match broker_kind {
             BrokerKind::Memory => {
                 let journal = Arc::new(SqlJournal::new(
                     &journal_database(&args.database_url, &database).await?,
                 ));
-                backends.broker = Arc::new(MemoryBroker::durable(journal.clone(), &topology).await?);
+                backends.broker =
+                    Arc::new(MemoryBroker::durable(journal.clone(), &topology).await?);
                 backends.journal = Some(journal);
             }
             BrokerKind::Kafka { bootstrap } => {
@@ -113,7 +117,8 @@ impl Backends {
                     replication: args.kafka_replication,
                     message_timeout: Duration::from_millis(args.publish_timeout_ms),
                 };
-                let kafka = patiently("broker", || KafkaBroker::connect(settings(), &topology)).await?;
+                let kafka =
+                    patiently("broker", || KafkaBroker::connect(settings(), &topology)).await?;
                 let scheduled = delayed_through(Arc::new(kafka));
                 backends.broker = Arc::new(scheduled.clone());
                 backends.schedule = Some(scheduled);
@@ -127,7 +132,8 @@ impl Backends {
                         AmqpQueueType::Classic => QueueType::Classic,
                     },
                 };
-                let amqp = patiently("broker", || AmqpBroker::connect(settings(), &topology)).await?;
+                let amqp =
+                    patiently("broker", || AmqpBroker::connect(settings(), &topology)).await?;
                 let scheduled = delayed_through(Arc::new(amqp));
                 backends.broker = Arc::new(scheduled.clone());
                 backends.schedule = Some(scheduled);

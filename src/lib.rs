@@ -181,7 +181,11 @@ fn dependencies(backends: &Backends) -> ApiDependencies {
 }
 
 /// A worker's `/healthz`, `/readyz` and `/metrics`.
-fn start_operations(running: &mut Running, backends: &Backends, listen: &str) -> anyhow::Result<()> {
+fn start_operations(
+    running: &mut Running,
+    backends: &Backends,
+    listen: &str,
+) -> anyhow::Result<()> {
     let server = Api::bind_operations(listen, dependencies(backends), backends.topics.clone())
         .with_context(|| format!("Failed to listen on {listen}"))?;
     running.port = Some(server.port());

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use conveyor_migrations::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection};
+use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 
 use crate::StoreError;
 
@@ -83,11 +83,28 @@ impl Database {
     /// Refuses a schema that is behind this build, so an old database is never written to by new
     /// code (or the other way round) by mistake.
     pub async fn check_schema(&self) -> Result<(), StoreError> {
+        if let Some(schema) = &self.schema
+            && !self.schema_exists(schema).await?
+        {
+            return Err(StoreError::SchemaBehind(Migrator::migrations().len()));
+        }
         let pending = Migrator::get_pending_migrations(&self.write).await?.len();
         if pending > 0 {
             return Err(StoreError::SchemaBehind(pending));
         }
         Ok(())
+    }
+
+    async fn schema_exists(&self, schema: &str) -> Result<bool, StoreError> {
+        let found = self
+            .write
+            .query_one(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT 1 AS found FROM pg_namespace WHERE nspname = $1",
+                [schema.into()],
+            ))
+            .await?;
+        Ok(found.is_some())
     }
 
     /// Both the primary and, when there is one, the read replica.

@@ -13,6 +13,8 @@ pub struct TestApp {
     pub secret: String,
     pub client: reqwest::Client,
     pub token: String,
+    /// Prefix of the server's topic names.
+    pub topic_prefix: String,
     /// Kept so the server lives as long as the test; dropping it stops every task.
     _running: Option<Running>,
     _data: TempDir,
@@ -39,6 +41,10 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
     ];
     args.extend(backends.iter().map(String::as_str));
     args.extend_from_slice(extra);
+    let topic_prefix = match args.iter().position(|arg| *arg == "--topic-prefix") {
+        Some(at) => args[at + 1].to_owned(),
+        None => "conveyor.".to_owned(),
+    };
     let cli = Cli::try_parse_from(args).expect("test arguments parse");
     let running = conveyor::start(cli.command).await.expect("Conveyor starts");
     let address = format!("http://127.0.0.1:{}", running.port.unwrap());
@@ -49,6 +55,7 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
         token,
         secret,
         client: reqwest::Client::new(),
+        topic_prefix,
         _running: Some(running),
         _data: data,
     }
@@ -86,15 +93,24 @@ impl Stack {
                     format!("sqlite://{}?mode=rwc", file.display()),
                 ];
             }
-            Stack::Kafka => format!("kafka://{}", service("CONVEYOR_TEST_KAFKA", "127.0.0.1:9092")),
-            Stack::Amqp => service("CONVEYOR_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+            Stack::Kafka => format!(
+                "kafka://{}",
+                service("CONVEYOR_TEST_KAFKA", "127.0.0.1:9092")
+            ),
+            Stack::Amqp => service(
+                "CONVEYOR_TEST_AMQP",
+                "amqp://guest:guest@127.0.0.1:5672/%2f",
+            ),
         };
         let namespace = uuid::Uuid::now_v7().simple().to_string();
         vec![
             "--broker-url".into(),
             broker_url,
             "--database-url".into(),
-            service("CONVEYOR_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"),
+            service(
+                "CONVEYOR_TEST_DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/test",
+            ),
             "--database-schema".into(),
             format!("t_{namespace}"),
             "--cache-url".into(),
@@ -228,6 +244,7 @@ impl TestApp {
             secret: secret.to_owned(),
             client: reqwest::Client::new(),
             token: token.to_owned(),
+            topic_prefix: "conveyor.".to_owned(),
             _running: None,
             _data: tempfile::tempdir().unwrap(),
         }

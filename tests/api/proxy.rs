@@ -22,7 +22,12 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let up = Arc::new(AtomicBool::new(true));
         let (cuts, _) = watch::channel(0);
-        let task = tokio::spawn(serve(listener, upstream.to_owned(), up.clone(), cuts.clone()));
+        let task = tokio::spawn(serve(
+            listener,
+            upstream.to_owned(),
+            up.clone(),
+            cuts.clone(),
+        ));
         Proxy {
             port,
             up,
@@ -55,7 +60,12 @@ impl Drop for Proxy {
     }
 }
 
-async fn serve(listener: TcpListener, upstream: String, up: Arc<AtomicBool>, cuts: watch::Sender<u64>) {
+async fn serve(
+    listener: TcpListener,
+    upstream: String,
+    up: Arc<AtomicBool>,
+    cuts: watch::Sender<u64>,
+) {
     loop {
         let Ok((mut client, _)) = listener.accept().await else {
             continue;

@@ -97,9 +97,11 @@ async fn a_failed_job_is_dead_lettered() {
         "failed",
     )
     .await;
-    let depth = app
-        .metric_reaches("conveyor_queue_depth{topic=\"conveyor.dead-letter\"}", 1.0)
-        .await;
+    let series = format!(
+        "conveyor_queue_depth{{topic=\"{}dead-letter\"}}",
+        app.topic_prefix
+    );
+    let depth = app.metric_reaches(&series, 1.0).await;
     assert_eq!(depth, 1.0, "the failed job waits on the dead-letter topic");
 }
 

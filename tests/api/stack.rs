@@ -76,7 +76,9 @@ impl Deployment {
             self.value("--database-schema"),
         ];
         let cli = Cli::try_parse_from(line).unwrap();
-        conveyor::start(cli.command).await.expect("the migration runs");
+        conveyor::start(cli.command)
+            .await
+            .expect("the migration runs");
     }
 
     /// Starts `command` (`api`, `worker` or `dev`) in this test's process.
@@ -87,15 +89,32 @@ impl Deployment {
         conveyor::start(cli.command).await.expect("Conveyor starts")
     }
 
-    /// Starts `command` as a process of its own, logging to a pipe.
-    fn spawn(&self, command: &str, extra: &[&str]) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_conveyor"))
+    /// Starts `command` as a process of its own (stopped when dropped), its log (standard
+    /// output) going to `log`.
+    fn spawn(&self, command: &str, extra: &[&str], log: Stdio) -> Process {
+        let child = Command::new(env!("CARGO_BIN_EXE_conveyor"))
             .args(self.command_line(command, extra))
-            .env("CONVEYOR_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .env("CONVEYOR_LOG", "warn")
+            .stdout(log)
             .spawn()
-            .expect("conveyor starts")
+            .expect("conveyor starts");
+        Process(child)
+    }
+}
+
+/// A child process that a failing test does not leave behind.
+struct Process(Child);
+
+impl Process {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -148,7 +167,10 @@ async fn replica_b_serves_what_replica_a_accepted(stack: Stack) {
         .await;
     let id = id(&job);
     let seen = b.job(&id).await;
-    assert!(["queued", "running"].contains(&seen["status"].as_str().unwrap()), "{seen}");
+    assert!(
+        ["queued", "running"].contains(&seen["status"].as_str().unwrap()),
+        "{seen}"
+    );
 
     // A long poll on B answers when a worker changes the job.
     let etag = b.etag(&id).await;
@@ -171,8 +193,8 @@ async fn a_killed_worker_hands_its_jobs_to_another(stack: Stack) {
     deployment.migrate().await;
     let api = deployment.start("api", &[]).await;
     let app = client(&api);
-    let mut doomed = deployment.spawn("worker", &["--concurrency", "4"]);
-    let mut survivor = deployment.spawn("worker", &["--concurrency", "4"]);
+    let mut doomed = deployment.spawn("worker", &["--concurrency", "4"], Stdio::inherit());
+    let mut survivor = deployment.spawn("worker", &["--concurrency", "4"], Stdio::inherit());
 
     let mut ids = Vec::new();
     for _ in 0..8 {
@@ -190,8 +212,7 @@ async fn a_killed_worker_hands_its_jobs_to_another(stack: Stack) {
         running == 8
     })
     .await;
-    doomed.kill().unwrap();
-    doomed.wait().unwrap();
+    doomed.kill();
 
     let mut taken_over = 0;
     for id in &ids {
@@ -199,22 +220,31 @@ async fn a_killed_worker_hands_its_jobs_to_another(stack: Stack) {
         assert_eq!(job["result"], json!({"slept_ms": 4000}), "{job}");
         taken_over += usize::from(job["attempts"] == 2);
     }
-    assert_eq!(taken_over, 4, "the dead worker's four jobs ran again elsewhere");
-    survivor.kill().unwrap();
-    survivor.wait().unwrap();
+    assert_eq!(
+        taken_over, 4,
+        "the dead worker's four jobs ran again elsewhere"
+    );
+    survivor.kill();
 }
 
 async fn wait_until(within: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + within;
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "waited {within:?} for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {within:?} for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 /// A broker this test can stop and start: a private tansu (Kafka), or RabbitMQ behind a proxy.
 enum Outage {
-    Kafka { port: u16, dir: TempDir, broker: Option<Child> },
+    Kafka {
+        port: u16,
+        dir: TempDir,
+        broker: Option<Child>,
+    },
     Proxied(Proxy),
 }
 
@@ -256,7 +286,10 @@ impl Outage {
         match self {
             Outage::Kafka { port, dir, broker } => {
                 let tansu = std::env::var("CONVEYOR_TEST_TANSU").unwrap_or_else(|_| {
-                    format!("{}/.cache/conveyor/tansu/bin/tansu", std::env::var("HOME").unwrap())
+                    format!(
+                        "{}/.cache/conveyor/tansu/bin/tansu",
+                        std::env::var("HOME").unwrap()
+                    )
                 });
                 let listener = format!("tcp://127.0.0.1:{port}");
                 // SQLite storage in the test's directory: topics and messages outlive a restart.
@@ -272,7 +305,9 @@ impl Outage {
                 *broker = Some(child);
                 let port = *port;
                 wait_until(Duration::from_secs(20), "tansu listens", async || {
-                    tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+                    tokio::net::TcpStream::connect(("127.0.0.1", port))
+                        .await
+                        .is_ok()
                 })
                 .await;
             }
@@ -319,7 +354,12 @@ async fn a_broker_that_is_down_gets_no_job_accepted(stack: Stack) {
         .await
         .unwrap();
     assert!(refused.headers().contains_key("retry-after"));
-    problem(refused, StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable").await;
+    problem(
+        refused,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "broker_unavailable",
+    )
+    .await;
     let readyz = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(readyz.status(), StatusCode::SERVICE_UNAVAILABLE);
     let checks: Value = readyz.json().await.unwrap();
@@ -337,7 +377,10 @@ async fn a_broker_that_is_down_gets_no_job_accepted(stack: Stack) {
         if response.status() == StatusCode::ACCEPTED {
             break response.json::<Value>().await.unwrap();
         }
-        assert!(tokio::time::Instant::now() < deadline, "the broker never came back");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the broker never came back"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     app.wait_for(&id(&accepted), "succeeded", Duration::from_secs(60))
@@ -391,36 +434,50 @@ async fn restarts_of_the_cache_and_the_database_lose_no_accepted_job(stack: Stac
 async fn a_process_started_before_its_cache_waits_for_it(stack: Stack) {
     let mut deployment = Deployment::new(stack).await;
     deployment.migrate().await;
-    let redis = Proxy::start(REDIS).await;
-    redis.cut();
-    deployment.through("--cache-url", REDIS, &redis);
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut api = deployment.spawn("api", &["--listen", &listen]);
+    let redis_port = free_port();
+    deployment.set("--cache-url", format!("redis://127.0.0.1:{redis_port}"));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut api = deployment.spawn("api", &["--listen", &listen], Stdio::piped());
 
-    let stderr = BufReader::new(api.stderr.take().unwrap());
+    let log = BufReader::new(api.0.stdout.take().unwrap());
     let waiting = tokio::task::spawn_blocking(move || {
-        stderr
-            .lines()
-            .map_while(Result::ok)
-            .find(|line| line.contains("The cache is not reachable yet; waiting for it."))
+        let mut lines = log.lines().map_while(Result::ok);
+        let said =
+            lines.any(|line| line.contains("The cache is not reachable yet; waiting for it."));
+        // Keep reading, so that the api never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        said
     });
-    let line = tokio::time::timeout(Duration::from_secs(30), waiting)
+    let said = tokio::time::timeout(Duration::from_secs(30), waiting)
         .await
         .expect("the api says what it waits for")
         .unwrap();
-    assert!(line.is_some());
-    assert!(api.try_wait().unwrap().is_none(), "the api waits instead of exiting");
+    assert!(said);
+    assert!(
+        api.0.try_wait().unwrap().is_none(),
+        "the api waits instead of exiting"
+    );
 
-    redis.restore();
-    let app = TestApp::attached(&format!("http://{listen}"), SECRET, &mint(SECRET, "acme", ALL_SCOPES));
-    wait_until(Duration::from_secs(30), "the api is ready", async || {
-        match app.client.get(app.url("/readyz")).send().await {
+    let _redis = Process(
+        Command::new("redis-server")
+            .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server starts"),
+    );
+    let app = TestApp::attached(
+        &format!("http://{listen}"),
+        SECRET,
+        &mint(SECRET, "acme", ALL_SCOPES),
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the api is ready",
+        async || match app.client.get(app.url("/readyz")).send().await {
             Ok(response) => response.status() == StatusCode::OK,
             Err(_) => false,
-        }
-    })
+        },
+    )
     .await;
-    api.kill().unwrap();
-    api.wait().unwrap();
 }

@@ -113,7 +113,6 @@ impl WorkerPool {
             }
             while attempts.try_join_next().is_some() {}
         }
-        drop(subscription);
         let in_flight = attempts.len();
         tracing::info!(in_flight, grace = ?shared.settings.shutdown_grace, "Worker pool draining.");
         let drained = tokio::time::timeout(shared.settings.shutdown_grace, async {
@@ -127,6 +126,10 @@ impl WorkerPool {
             );
             attempts.shutdown().await;
         }
+        // Left only now: a broker may hand a departed consumer's unsettled messages to another
+        // (RabbitMQ requeues them when the channel closes), which would run the draining attempts
+        // a second time.
+        drop(subscription);
         watcher.abort();
         tracing::info!("Worker pool stopped.");
         Ok(())
