@@ -1,7 +1,8 @@
 //! Publishing: idempotent, acknowledged by every in-sync replica, and done only once every
 //! message's delivery report says it is written.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use conveyor_events::{BrokerError, Outgoing};
 use rdkafka::ClientConfig;
@@ -9,24 +10,53 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 
 use crate::{KafkaSettings, millis, unavailable};
 
+/// A failed publish renews the producer at most this often.
+const RENEWAL_PAUSE: Duration = Duration::from_secs(1);
+
 #[derive(Clone)]
 pub(crate) struct Producer {
-    producer: FutureProducer,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    current: RwLock<FutureProducer>,
+    settings: KafkaSettings,
+    renewed: Mutex<Instant>,
 }
 
 impl Producer {
     pub(crate) fn new(settings: &KafkaSettings) -> Result<Producer, BrokerError> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", &settings.bootstrap)
-            // Retries within the timeout then never duplicate or reorder a message.
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("message.timeout.ms", millis(settings.message_timeout))
-            .create()
-            .map_err(|error| {
-                BrokerError::Config(format!("kafka: cannot create a producer: {error}"))
-            })?;
-        Ok(Producer { producer })
+        Ok(Producer {
+            shared: Arc::new(Shared {
+                current: RwLock::new(create(settings)?),
+                settings: settings.clone(),
+                renewed: Mutex::new(Instant::now()),
+            }),
+        })
+    }
+
+    fn producer(&self) -> FutureProducer {
+        self.shared.current.read().unwrap().clone()
+    }
+
+    /// Replaces the producer after a failed publish. An idempotent producer's identity lives in
+    /// the cluster: a broker that restarted without it refuses every later write of the old one
+    /// ("unknown producer"), so only a new producer gets through again.
+    fn renew(&self) {
+        let mut renewed = self.shared.renewed.lock().unwrap();
+        if renewed.elapsed() < RENEWAL_PAUSE {
+            return;
+        }
+        *renewed = Instant::now();
+        match create(&self.shared.settings) {
+            Ok(fresh) => {
+                tracing::info!(
+                    "Kafka publish failed; publishing through a new producer from now on."
+                );
+                *self.shared.current.write().unwrap() = fresh;
+            }
+            Err(error) => tracing::warn!(%error, "Could not create a new Kafka producer."),
+        }
     }
 
     /// Whether the cluster answers a metadata request for `topic` within `timeout`.
@@ -35,7 +65,7 @@ impl Producer {
         topic: Option<String>,
         timeout: Duration,
     ) -> Result<(), BrokerError> {
-        let producer = self.producer.clone();
+        let producer = self.producer();
         // The request blocks its thread until answered or timed out.
         let answered = tokio::task::spawn_blocking(move || {
             producer
@@ -56,12 +86,27 @@ impl Producer {
         topic: &str,
         messages: &[Outgoing],
     ) -> Result<(), BrokerError> {
+        let published = self
+            .publish_through(&self.producer(), topic, messages)
+            .await;
+        if published.is_err() {
+            self.renew();
+        }
+        published
+    }
+
+    async fn publish_through(
+        &self,
+        producer: &FutureProducer,
+        topic: &str,
+        messages: &[Outgoing],
+    ) -> Result<(), BrokerError> {
         let mut reports = Vec::with_capacity(messages.len());
         for message in messages {
             let record = FutureRecord::to(topic)
                 .key(message.key.as_str())
                 .payload(message.payload.as_ref());
-            let report = self.producer.send_result(record).map_err(|(error, _)| {
+            let report = producer.send_result(record).map_err(|(error, _)| {
                 unavailable(&format!("cannot queue a message for {topic}"), error)
             })?;
             reports.push(report);
@@ -84,4 +129,15 @@ impl Producer {
         }
         Ok(())
     }
+}
+
+fn create(settings: &KafkaSettings) -> Result<FutureProducer, BrokerError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &settings.bootstrap)
+        // Retries within the timeout then never duplicate or reorder a message.
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", millis(settings.message_timeout))
+        .create()
+        .map_err(|error| BrokerError::Config(format!("kafka: cannot create a producer: {error}")))
 }
