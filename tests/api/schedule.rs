@@ -15,7 +15,11 @@ async fn a_job_due_later_waits_scheduled_and_never_starts_early() {
     assert_eq!(job["status"], "scheduled");
     let id = job["id"].as_str().unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(app.job(id).await["status"], "scheduled");
+    let seen = app.job(id).await;
+    // A loaded machine may oversleep; what was read before the due time must be waiting.
+    if Utc::now() < run_at {
+        assert_eq!(seen["status"], "scheduled");
+    }
     let done = app.wait_for(id, "succeeded", Duration::from_secs(5)).await;
     let started: DateTime<Utc> = done["started_at"].as_str().unwrap().parse().unwrap();
     assert!(started >= run_at, "started {started} before {run_at}");

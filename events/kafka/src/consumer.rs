@@ -41,6 +41,9 @@ pub(crate) fn subscribe(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("session.timeout.ms", millis(SESSION_TIMEOUT))
+        // A full inbox stops polling until workers take from it, which may be long for slow
+        // jobs: the consumer must stay in its group meanwhile.
+        .set("max.poll.interval.ms", "3600000")
         .set("heartbeat.interval.ms", millis(HEARTBEAT_INTERVAL))
         // A rebalance then revokes only the partitions that move: deliveries of the others stay
         // acknowledgeable instead of all coming again.
@@ -78,7 +81,7 @@ impl Subscription for KafkaSubscription {
     async fn recv(&mut self, max: usize) -> Result<Vec<Delivery>, BrokerError> {
         let inbox = self.consumer.context();
         loop {
-            if let Some(batch) = inbox.take(self.consumer.as_ref(), max)? {
+            if let Some(batch) = inbox.take(max)? {
                 let handle = Arc::downgrade(inbox);
                 return Ok(batch
                     .into_iter()
@@ -97,11 +100,13 @@ async fn poll(consumer: Arc<KafkaConsumer>, mut closed: oneshot::Receiver<()>) {
     let inbox = consumer.context().clone();
     let mut commits = tokio::time::interval(COMMIT_INTERVAL);
     loop {
+        let has_room = inbox.has_room();
         tokio::select! {
             _ = &mut closed => break,
             _ = commits.tick() => inbox.commit_moved(consumer.as_ref()),
-            received = consumer.recv() => match received {
-                Ok(message) => inbox.fetched(consumer.as_ref(), &message),
+            _ = inbox.room(), if !has_room => {}
+            received = consumer.recv(), if has_room => match received {
+                Ok(message) => inbox.fetched(&message),
                 Err(error) => inbox.failed(error),
             },
         }

@@ -16,8 +16,10 @@ use tokio::sync::Notify;
 use crate::offsets::{Offsets, Ticket};
 use crate::unavailable;
 
-/// Messages fetched ahead of `recv`, at most: beyond this, fetching pauses, so a long backlog
-/// stays in Kafka and not in memory.
+/// Messages fetched ahead of `recv`, at most: beyond this the subscription stops polling until
+/// half of them are taken, so a long backlog stays in Kafka (and librdkafka's bounded queue), not
+/// in memory. Not by pausing partitions: on resume, tansu never sent the messages that pausing
+/// purged from librdkafka's queue again.
 const PREFETCH: usize = 512;
 
 /// A message held by the subscription, waiting or handed out.
@@ -35,6 +37,8 @@ pub(crate) struct Inbox {
     arrived: Notify,
     /// Woken when a handed-out delivery is settled.
     settled: Notify,
+    /// Woken when `recv` has taken enough for polling to go on.
+    room: Notify,
 }
 
 #[derive(Default)]
@@ -46,7 +50,7 @@ struct State {
     ready: VecDeque<Held>,
     /// Deliveries handed out and not yet settled.
     handed_out: usize,
-    /// Fetching is paused: `ready` was full, or the subscription is closing.
+    /// Fetching is paused: the subscription is closing.
     paused: bool,
     /// The subscription was dropped: nothing is handed out any more.
     closing: bool,
@@ -61,6 +65,7 @@ impl Inbox {
             state: Mutex::default(),
             arrived: Notify::new(),
             settled: Notify::new(),
+            room: Notify::new(),
         }
     }
 
@@ -71,8 +76,8 @@ impl Inbox {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues a fetched message for `recv`, pausing fetching once enough wait.
-    pub(crate) fn fetched(&self, consumer: &impl Consumer<Inbox>, message: &BorrowedMessage<'_>) {
+    /// Queues a fetched message for `recv`.
+    pub(crate) fn fetched(&self, message: &BorrowedMessage<'_>) {
         let mut state = self.state();
         // Fetching works again: an earlier error is no news for `recv`.
         state.failure = None;
@@ -83,11 +88,18 @@ impl Inbox {
             redeliveries: 0,
             ticket,
         });
-        if !state.paused && state.ready.len() >= PREFETCH {
-            state.paused = pause_assignment(consumer, true);
-        }
         drop(state);
         self.arrived.notify_one();
+    }
+
+    /// Whether polling for more messages may go on.
+    pub(crate) fn has_room(&self) -> bool {
+        self.state().ready.len() < PREFETCH
+    }
+
+    /// Waits until `recv` has taken enough for polling to go on.
+    pub(crate) async fn room(&self) {
+        self.room.notified().await;
     }
 
     pub(crate) fn failed(&self, error: KafkaError) {
@@ -96,18 +108,13 @@ impl Inbox {
     }
 
     /// Up to `max` waiting messages, now handed out; `None` if none waits.
-    pub(crate) fn take(
-        &self,
-        consumer: &impl Consumer<Inbox>,
-        max: usize,
-    ) -> Result<Option<Vec<Held>>, BrokerError> {
+    pub(crate) fn take(&self, max: usize) -> Result<Option<Vec<Held>>, BrokerError> {
         let mut state = self.state();
         let take = max.max(1).min(state.ready.len());
         let batch: Vec<Held> = state.ready.drain(..take).collect();
         state.handed_out += batch.len();
-        // Checked even when nothing waits: a revocation may have emptied a full inbox.
-        if state.paused && state.ready.len() <= PREFETCH / 2 {
-            state.paused = !pause_assignment(consumer, false);
+        if state.ready.len() <= PREFETCH / 2 {
+            self.room.notify_one();
         }
         if !batch.is_empty() {
             return Ok(Some(batch));
@@ -174,7 +181,7 @@ impl Inbox {
         state.closing = true;
         state.ready.clear();
         if !state.paused {
-            state.paused = pause_assignment(consumer, true);
+            state.paused = pause_assignment(consumer);
         }
     }
 
@@ -230,19 +237,15 @@ impl Inbox {
     }
 }
 
-/// Pauses or resumes fetching every partition assigned now; returns whether it did.
-fn pause_assignment(consumer: &impl Consumer<Inbox>, pause: bool) -> bool {
-    let done = consumer.assignment().and_then(|assigned| {
-        if pause {
-            consumer.pause(&assigned)
-        } else {
-            consumer.resume(&assigned)
-        }
-    });
+/// Pauses fetching every partition assigned now; returns whether it did.
+fn pause_assignment(consumer: &impl Consumer<Inbox>) -> bool {
+    let done = consumer
+        .assignment()
+        .and_then(|assigned| consumer.pause(&assigned));
     match done {
         Ok(()) => true,
         Err(error) => {
-            tracing::warn!(%error, pause, "Could not pause or resume fetching.");
+            tracing::warn!(%error, "Could not pause fetching.");
             false
         }
     }
