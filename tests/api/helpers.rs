@@ -294,7 +294,8 @@ impl TestApp {
     /// are recorded); returns the last value seen.
     pub async fn metric_reaches(&self, series: &str, value: f64) -> f64 {
         let mut seen = f64::NAN;
-        for _ in 0..100 {
+        // Brokers outside the process are measured every few seconds.
+        for _ in 0..500 {
             let page = self.metrics().await;
             if page.contains(series) {
                 seen = metric(&page, series);

@@ -193,11 +193,30 @@ async fn a_killed_worker_hands_its_jobs_to_another(stack: Stack) {
     deployment.migrate().await;
     let api = deployment.start("api", &[]).await;
     let app = client(&api);
+    // The survivor joins first, and has joined once it has run a job. On Kafka that makes it the
+    // group's leader: tansu 0.6 never finishes the rebalance after its leader dies (its group
+    // coordinator keeps the dead member as leader), so the doomed worker must be a follower.
+    let _survivor = deployment.spawn("worker", &["--concurrency", "4"], Stdio::null());
+    let first = app.submit(json!({"type": "echo", "payload": {}})).await;
+    app.wait_for(&id(&first), "succeeded", Duration::from_secs(30))
+        .await;
     let metrics = format!("127.0.0.1:{}", free_port());
     let worker = ["--concurrency", "4", "--metrics-listen", &metrics];
     let mut doomed = deployment.spawn("worker", &worker, Stdio::null());
-    let _survivor = deployment.spawn("worker", &["--concurrency", "4"], Stdio::null());
 
+    // Only once the doomed worker has run a job is it surely in the group: a later rebalance would
+    // move partitions between live workers, and with them attempts under way.
+    wait_until(
+        Duration::from_secs(60),
+        "the doomed worker runs a job",
+        async || {
+            app.submit(json!({"type": "echo", "payload": {}})).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let finished = r#"conveyor_jobs_finished_total{outcome="succeeded",type="echo"}"#;
+            series_in(&app, &metrics, finished).await > 0.0
+        },
+    )
+    .await;
     // Jobs go to partitions (Kafka) or consumers (RabbitMQ) as the broker likes: submit until the
     // doomed worker runs some, then it dies without a word.
     let mut ids = Vec::new();
@@ -210,7 +229,7 @@ async fn a_killed_worker_hands_its_jobs_to_another(stack: Stack) {
             ids.push(id(&job));
         }
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let running = running_in(&app, &metrics).await;
+        let running = series_in(&app, &metrics, "conveyor_jobs_running").await;
         if running > 0.0 {
             break running as usize;
         }
@@ -227,14 +246,16 @@ async fn a_killed_worker_hands_its_jobs_to_another(stack: Stack) {
         assert_eq!(job["result"], json!({"slept_ms": 4000}), "{job}");
         taken_over += usize::from(job["attempts"] == 2);
     }
-    assert_eq!(
-        taken_over, running_there,
-        "the jobs the dead worker was running ran again elsewhere, and no other job ran twice"
+    // Attempts may start on the doomed worker between the look at its gauge and the kill, never
+    // more than its concurrency; every other job ran once.
+    assert!(
+        (running_there..=4).contains(&taken_over),
+        "{taken_over} jobs ran twice; the dead worker was running {running_there} (at most 4)"
     );
 }
 
-/// How many attempts the worker whose metrics are at `address` is running.
-async fn running_in(app: &TestApp, address: &str) -> f64 {
+/// A series of the metrics at `address`; 0 until it first appears.
+async fn series_in(app: &TestApp, address: &str, series: &str) -> f64 {
     let page = app
         .client
         .get(format!("http://{address}/metrics"))
@@ -244,9 +265,8 @@ async fn running_in(app: &TestApp, address: &str) -> f64 {
         .text()
         .await
         .unwrap();
-    // The gauge appears with the worker's first attempt.
     page.lines()
-        .find_map(|line| line.strip_prefix("conveyor_jobs_running ")?.parse().ok())
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0.0)
 }
 
