@@ -224,9 +224,13 @@ impl Inbox {
         if positions.is_empty() {
             return;
         }
+        // Not a synchronous commit: it waits without a bound, and with the broker gone (the very
+        // moment partitions are lost) it blocked the runtime's threads for good. A commit that
+        // does not arrive means some acknowledged messages are delivered again, which consumers
+        // tolerate.
         let committed = self
             .positions(&positions)
-            .and_then(|positions| consumer.commit(&positions, CommitMode::Sync));
+            .and_then(|positions| consumer.commit(&positions, CommitMode::Async));
         if let Err(error) = committed {
             tracing::warn!(
                 topic = %self.topic,
