@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use conveyor_amqp::{AmqpBroker, AmqpSettings, QueueType};
-use conveyor_broker_contract::{GROUP_A, GROUP_B, fresh_topology, receive};
+use conveyor_broker_contract::{
+    GROUP_A, GROUP_B, delayed_through_postgres, fresh_topology, receive,
+};
 use conveyor_events::{Broker, BrokerError, Outgoing, Scheduled, Subscription, Topology};
-use conveyor_store::{Database, SqlSchedule};
 use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties};
@@ -37,18 +38,7 @@ async fn connect(topology: &Topology) -> Arc<dyn Broker> {
     let amqp = AmqpBroker::connect(settings(amqp_url(), QueueType::Quorum), topology)
         .await
         .expect("Failed to connect to RabbitMQ");
-    let url = std::env::var("CONVEYOR_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
-    let db = Database::connect(&url, None, Some(&schema))
-        .await
-        .expect("Failed to connect to PostgreSQL");
-    db.migrate()
-        .await
-        .expect("Failed to migrate the test schema");
-    let scheduled = Scheduled::new(Arc::new(amqp), Arc::new(SqlSchedule::new(&db)));
-    let releaser = scheduled.clone();
-    tokio::spawn(async move { releaser.release_due(CancellationToken::new()).await });
+    let scheduled = delayed_through_postgres(Arc::new(amqp)).await;
     Arc::new(Cleaned {
         broker: scheduled,
         topology: topology.clone(),

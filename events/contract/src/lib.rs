@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use conveyor_events::{Broker, Delivery, Outgoing, Subscription, Topics, Topology};
+use conveyor_events::{Broker, Delivery, Outgoing, Scheduled, Subscription, Topics, Topology};
+use conveyor_store::{Database, SqlSchedule};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// How long a case waits for a message that must come (brokers may need a consumer-group
 /// rebalance first).
@@ -32,6 +34,25 @@ pub fn fresh_topology() -> (Topics, Topology) {
         kept: vec![topics.dead_letter()],
     };
     (topics, topology)
+}
+
+/// `broker` with its delayed messages held in a fresh PostgreSQL schema (at
+/// `CONVEYOR_TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/test`) and released
+/// by a task of its own: how Conveyor runs brokers without durable delays of their own.
+pub async fn delayed_through_postgres(broker: Arc<dyn Broker>) -> Scheduled {
+    let url = std::env::var("CONVEYOR_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
+    let db = Database::connect(&url, None, Some(&schema))
+        .await
+        .expect("Failed to connect to PostgreSQL");
+    db.migrate()
+        .await
+        .expect("Failed to migrate the test schema");
+    let scheduled = Scheduled::new(broker, Arc::new(SqlSchedule::new(&db)));
+    let releaser = scheduled.clone();
+    tokio::spawn(async move { releaser.release_due(CancellationToken::new()).await });
+    scheduled
 }
 
 /// Receives until `count` deliveries arrived, failing after [`PATIENCE`].

@@ -6,11 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use conveyor_broker_contract::{GROUP_A, fresh_topology, nothing_arrives, receive};
-use conveyor_events::{Broker, BrokerError, Outgoing, Scheduled, Topology};
+use conveyor_broker_contract::{
+    GROUP_A, delayed_through_postgres, fresh_topology, nothing_arrives, receive,
+};
+use conveyor_events::{Broker, BrokerError, Outgoing, Topology};
 use conveyor_kafka::{KafkaBroker, KafkaSettings};
-use conveyor_store::{Database, SqlSchedule};
-use tokio_util::sync::CancellationToken;
 
 fn settings(bootstrap: String) -> KafkaSettings {
     KafkaSettings {
@@ -27,18 +27,7 @@ async fn connect(topology: &Topology) -> Arc<dyn Broker> {
     let kafka = KafkaBroker::connect(settings(bootstrap), topology)
         .await
         .expect("Failed to connect to Kafka");
-    let url = std::env::var("CONVEYOR_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
-    let db = Database::connect(&url, None, Some(&schema))
-        .await
-        .expect("Failed to connect to PostgreSQL");
-    db.migrate()
-        .await
-        .expect("Failed to migrate the test schema");
-    let scheduled = Scheduled::new(Arc::new(kafka), Arc::new(SqlSchedule::new(&db)));
-    let releaser = scheduled.clone();
-    tokio::spawn(async move { releaser.release_due(CancellationToken::new()).await });
+    let scheduled = delayed_through_postgres(Arc::new(kafka)).await;
     Arc::new(scheduled)
 }
 
