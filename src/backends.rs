@@ -91,24 +91,20 @@ impl Backends {
             }
         };
         let ledger = Ledger::new(cache, JobStore::new(database.clone()));
-        let mut backends = Backends {
-            broker: Arc::new(MemoryBroker::new()),
-            ledger,
-            database: database.clone(),
-            topics,
-            schedule: None,
-            journal: None,
-        };
-        let delayed_through =
-            |broker: Arc<dyn Broker>| Scheduled::new(broker, Arc::new(SqlSchedule::new(&database)));
-        match broker_kind {
+        let external: Arc<dyn Broker> = match broker_kind {
             BrokerKind::Memory => {
                 let journal = Arc::new(SqlJournal::new(
                     &journal_database(&args.database_url, &database).await?,
                 ));
-                backends.broker =
-                    Arc::new(MemoryBroker::durable(journal.clone(), &topology).await?);
-                backends.journal = Some(journal);
+                let broker = MemoryBroker::durable(journal.clone(), &topology).await?;
+                return Ok(Backends {
+                    broker: Arc::new(broker),
+                    ledger,
+                    database,
+                    topics,
+                    schedule: None,
+                    journal: Some(journal),
+                });
             }
             BrokerKind::Kafka { bootstrap } => {
                 let settings = || KafkaSettings {
@@ -117,11 +113,7 @@ impl Backends {
                     replication: args.kafka_replication,
                     message_timeout: Duration::from_millis(args.publish_timeout_ms),
                 };
-                let kafka =
-                    patiently("broker", || KafkaBroker::connect(settings(), &topology)).await?;
-                let scheduled = delayed_through(Arc::new(kafka));
-                backends.broker = Arc::new(scheduled.clone());
-                backends.schedule = Some(scheduled);
+                Arc::new(patiently("broker", || KafkaBroker::connect(settings(), &topology)).await?)
             }
             BrokerKind::Amqp { url } => {
                 let settings = || AmqpSettings {
@@ -132,14 +124,19 @@ impl Backends {
                         AmqpQueueType::Classic => QueueType::Classic,
                     },
                 };
-                let amqp =
-                    patiently("broker", || AmqpBroker::connect(settings(), &topology)).await?;
-                let scheduled = delayed_through(Arc::new(amqp));
-                backends.broker = Arc::new(scheduled.clone());
-                backends.schedule = Some(scheduled);
+                Arc::new(patiently("broker", || AmqpBroker::connect(settings(), &topology)).await?)
             }
-        }
-        Ok(backends)
+        };
+        // Kafka and RabbitMQ: delayed messages wait in the database, not in the broker.
+        let scheduled = Scheduled::new(external, Arc::new(SqlSchedule::new(&database)));
+        Ok(Backends {
+            broker: Arc::new(scheduled.clone()),
+            ledger,
+            database,
+            topics,
+            schedule: Some(scheduled),
+            journal: None,
+        })
     }
 
     /// Commits every write still queued, so that a clean shutdown leaves nothing to replay.
