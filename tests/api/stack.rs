@@ -30,7 +30,7 @@ struct Deployment {
 }
 
 impl Deployment {
-    async fn new(stack: Stack) -> Deployment {
+    fn new(stack: Stack) -> Deployment {
         let data = tempfile::tempdir().unwrap();
         let args = stack.fresh_backend_args(data.path());
         Deployment { args, _data: data }
@@ -171,7 +171,7 @@ mod a_broker_that_is_down_gets_no_job_accepted {
 }
 
 async fn replica_b_serves_what_replica_a_accepted(stack: Stack) {
-    let deployment = Deployment::new(stack).await;
+    let deployment = Deployment::new(stack);
     deployment.migrate().await;
     let a = deployment.start("api", &[]).await;
     let b = deployment.start("api", &[]).await;
@@ -205,7 +205,7 @@ async fn replica_b_serves_what_replica_a_accepted(stack: Stack) {
 }
 
 async fn a_killed_worker_hands_its_jobs_to_another(stack: Stack) {
-    let deployment = Deployment::new(stack).await;
+    let deployment = Deployment::new(stack);
     deployment.migrate().await;
     let api = deployment.start("api", &[]).await;
     let app = client(&api);
@@ -397,7 +397,7 @@ fn free_port() -> u16 {
 }
 
 async fn a_broker_that_is_down_gets_no_job_accepted(stack: Stack) {
-    let mut deployment = Deployment::new(stack).await;
+    let mut deployment = Deployment::new(stack);
     let mut broker = Outage::new(stack, &mut deployment).await;
     let dev = deployment
         .start("dev", &["--publish-timeout-ms", "1500"])
@@ -447,7 +447,7 @@ async fn a_broker_that_is_down_gets_no_job_accepted(stack: Stack) {
 }
 
 async fn restarts_of_the_cache_and_the_database_lose_no_accepted_job(stack: Stack) {
-    let mut deployment = Deployment::new(stack).await;
+    let mut deployment = Deployment::new(stack);
     deployment.migrate().await;
     let redis = Proxy::start(REDIS).await;
     let postgres = Proxy::start(POSTGRES).await;
@@ -491,7 +491,7 @@ async fn restarts_of_the_cache_and_the_database_lose_no_accepted_job(stack: Stac
 }
 
 async fn a_process_started_before_its_cache_waits_for_it(stack: Stack) {
-    let mut deployment = Deployment::new(stack).await;
+    let mut deployment = Deployment::new(stack);
     deployment.migrate().await;
     let redis_port = free_port();
     deployment.set("--cache-url", format!("redis://127.0.0.1:{redis_port}"));
