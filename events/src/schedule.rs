@@ -35,8 +35,8 @@ pub trait Schedule: Send + Sync + 'static {
     /// Keeps `messages` (each with a `deliver_at`) until due; returns once they are committed.
     async fn hold(&self, topic: &str, messages: Vec<Outgoing>) -> Result<(), BrokerError>;
 
-    /// Up to `limit` messages due at `now`, oldest due first, each hidden from other claims for
-    /// `lease` (after which it is due again unless forgotten).
+    /// The (at most) `limit` messages due longest by `now`, in no particular order, each hidden
+    /// from other claims for `lease` (after which it is due again unless forgotten).
     async fn claim_due(
         &self,
         now: DateTime<Utc>,
