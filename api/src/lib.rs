@@ -2,6 +2,7 @@
 //! Business rules live in the services it calls; this crate is the only one that knows actix-web.
 
 mod auth;
+mod gate;
 mod metrics;
 mod openapi;
 mod problem;
