@@ -10,7 +10,8 @@ use conveyor_events::{Broker, BrokerError, BrokerKind, MemoryBroker, Scheduled, 
 use conveyor_kafka::{KafkaBroker, KafkaSettings};
 use conveyor_redis::RedisCache;
 use conveyor_store::{
-    Cache, CacheKind, Database, JobStore, Ledger, MemoryCache, SqlJournal, SqlSchedule, StoreError,
+    Cache, CacheKind, Database, JobStore, Ledger, MemoryCache, MemoryRateLimiter, RateLimiter,
+    SqlJournal, SqlSchedule, StoreError,
 };
 
 use crate::config::{AmqpQueueType, BackendArgs};
@@ -25,6 +26,8 @@ pub struct Backends {
     pub ledger: Ledger,
     pub database: Database,
     pub topics: Topics,
+    /// Rate limits: in-process, or shared through Redis when that is the cache.
+    pub rate_limiter: Arc<dyn RateLimiter>,
     /// Where delayed messages wait when the broker has no durable delays of its own; some
     /// process must release them (the workers do).
     pub schedule: Option<Scheduled>,
@@ -84,10 +87,16 @@ impl Backends {
         .await?;
         let topics = Topics::new(args.topic_prefix.clone());
         let topology = Topology::conveyor(&topics);
-        let cache: Arc<dyn Cache> = match &cache_kind {
-            CacheKind::Memory => Arc::new(MemoryCache::new()),
+        let (cache, rate_limiter): (Arc<dyn Cache>, Arc<dyn RateLimiter>) = match &cache_kind {
+            CacheKind::Memory => (
+                Arc::new(MemoryCache::new()),
+                Arc::new(MemoryRateLimiter::new()),
+            ),
             CacheKind::Redis { url } => {
-                Arc::new(patiently("cache", || RedisCache::connect(url, &args.topic_prefix)).await?)
+                let redis =
+                    patiently("cache", || RedisCache::connect(url, &args.topic_prefix)).await?;
+                let rate_limiter = Arc::new(redis.rate_limiter());
+                (Arc::new(redis), rate_limiter)
             }
         };
         let ledger = Ledger::new(cache, JobStore::new(database.clone()));
@@ -102,6 +111,7 @@ impl Backends {
                     ledger,
                     database,
                     topics,
+                    rate_limiter,
                     schedule: None,
                     journal: Some(journal),
                 });
@@ -134,6 +144,7 @@ impl Backends {
             ledger,
             database,
             topics,
+            rate_limiter,
             schedule: Some(scheduled),
             journal: None,
         })

@@ -142,6 +142,51 @@ pub struct HttpArgs {
     /// HTTP worker threads; 0 for one per core.
     #[arg(long, env = "CONVEYOR_HTTP_WORKERS", default_value_t = 0)]
     pub http_workers: usize,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// What a tenant may do, and what any client may send.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Submissions (and cancellations) per second per tenant, shared by every api replica when
+    /// the cache is Redis; 0 for no limit.
+    #[arg(long, env = "CONVEYOR_RATE_LIMIT", default_value_t = 0.0)]
+    pub rate_limit: f64,
+    /// Submissions a tenant may make at once on top of the rate; 0 for one second's worth.
+    #[arg(long, env = "CONVEYOR_RATE_BURST", default_value_t = 0)]
+    pub rate_burst: u32,
+    /// Reads (job lookups, lists, event streams) per second per tenant; 0 for no limit.
+    #[arg(long, env = "CONVEYOR_READ_RATE_LIMIT", default_value_t = 0.0)]
+    pub read_rate_limit: f64,
+    /// Reads a tenant may make at once on top of the rate; 0 for one second's worth.
+    #[arg(long, env = "CONVEYOR_READ_RATE_BURST", default_value_t = 0)]
+    pub read_rate_burst: u32,
+    /// Unfinished jobs a tenant may have at once; 0 for no limit.
+    #[arg(long, env = "CONVEYOR_MAX_INFLIGHT", default_value_t = 0)]
+    pub max_inflight: u32,
+    /// A TOML file of per-tenant overrides of the limits above and allowed job types (see the
+    /// README).
+    #[arg(long, env = "CONVEYOR_TENANTS_FILE")]
+    pub tenants_file: Option<std::path::PathBuf>,
+    /// Event streams a tenant may hold open on one api server.
+    #[arg(long, env = "CONVEYOR_MAX_STREAMS_PER_TENANT", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_streams_per_tenant: u64,
+    /// Bytes of a request's header names and values.
+    #[arg(long, env = "CONVEYOR_MAX_HEADER_BYTES", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u64).range(1024..=131_072))]
+    pub max_header_bytes: u64,
+    /// Time a client has to send a request's head, and again its body, in milliseconds.
+    #[arg(long, env = "CONVEYOR_CLIENT_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub client_timeout_ms: u64,
+    /// Nesting of arrays and objects in a JSON body.
+    #[arg(long, env = "CONVEYOR_MAX_JSON_DEPTH", default_value_t = 32, value_parser = clap::value_parser!(u64).range(2..=100))]
+    pub max_json_depth: u64,
+    /// Bytes of one JSON string or key.
+    #[arg(long, env = "CONVEYOR_MAX_JSON_STRING_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u64).range(16..=16_777_216))]
+    pub max_json_string_bytes: u64,
+    /// Items of one JSON array, or members of one object.
+    #[arg(long, env = "CONVEYOR_MAX_JSON_ITEMS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_json_items: u64,
 }
 
 #[derive(Debug, Clone, Args)]

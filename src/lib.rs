@@ -8,7 +8,10 @@ pub mod token;
 use std::time::Duration;
 
 use anyhow::Context;
-use conveyor_api::{Api, ApiDependencies, ApiHandle, ApiSettings};
+use conveyor_api::{
+    Api, ApiDependencies, ApiHandle, ApiSettings, DefaultLimits, InputLimits, Policies,
+};
+use conveyor_schemas::JobTypeCatalog;
 use conveyor_workers::{Backoff, Recorder, Registry, WorkerPool, WorkerSettings};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -16,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 pub use backends::{Backends, Role, journal_url};
 pub use config::{Cli, Command};
 
-use crate::config::{BackendArgs, HttpArgs, WorkerPoolArgs};
+use crate::config::{BackendArgs, HttpArgs, LimitArgs, WorkerPoolArgs};
 
 /// A started Conveyor: stop it with [`Running::shutdown`], wait for it with [`Running::wait`].
 pub struct Running {
@@ -160,6 +163,15 @@ fn start_api(
             default_max_attempts: http.default_max_attempts,
             topics: backends.topics.clone(),
             http_workers: http.http_workers,
+            policies: policies(&http.limits)?,
+            max_streams_per_tenant: http.limits.max_streams_per_tenant as usize,
+            input: InputLimits {
+                max_header_bytes: http.limits.max_header_bytes as usize,
+                client_timeout: Duration::from_millis(http.limits.client_timeout_ms),
+                max_json_depth: http.limits.max_json_depth as usize,
+                max_json_string_bytes: http.limits.max_json_string_bytes as usize,
+                max_json_items: http.limits.max_json_items as usize,
+            },
         },
     )
     .with_context(|| format!("Failed to listen on {}", http.listen))?;
@@ -172,11 +184,33 @@ fn start_api(
     Ok(())
 }
 
+/// The defaults of every tenant, with the tenants file's overrides.
+fn policies(args: &LimitArgs) -> anyhow::Result<Policies> {
+    let defaults = DefaultLimits {
+        submit_rate: args.rate_limit,
+        submit_burst: args.rate_burst,
+        read_rate: args.read_rate_limit,
+        read_burst: args.read_rate_burst,
+        max_in_flight: args.max_inflight,
+    };
+    let overrides = match &args.tenants_file {
+        None => String::new(),
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("Failed to read CONVEYOR_TENANTS_FILE {}", path.display()))?,
+    };
+    Ok(Policies::with_overrides(
+        defaults,
+        &overrides,
+        &JobTypeCatalog::built_in(),
+    )?)
+}
+
 fn dependencies(backends: &Backends) -> ApiDependencies {
     ApiDependencies {
         broker: backends.broker.clone(),
         ledger: backends.ledger.clone(),
         database: backends.database.clone(),
+        rate_limiter: backends.rate_limiter.clone(),
     }
 }
 

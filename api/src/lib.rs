@@ -3,6 +3,7 @@
 
 mod auth;
 mod gate;
+mod input_limits;
 mod metrics;
 mod openapi;
 mod problem;
@@ -10,6 +11,7 @@ mod readiness;
 mod routes;
 mod service;
 mod sse;
+mod tenants;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -21,14 +23,17 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use conveyor_events::{Broker, Topics};
 use conveyor_schemas::JobTypeCatalog;
-use conveyor_store::{Database, Ledger};
+use conveyor_store::{Database, Ledger, RateLimiter};
 
+pub use input_limits::InputLimits;
 pub use openapi::ApiDoc;
 pub use problem::{ApiError, Problem};
+pub use tenants::{DefaultLimits, Policies, PolicyError};
 
 use crate::auth::Authenticator;
 use crate::readiness::Readiness;
 use crate::service::{JobService, JobServiceSettings};
+use crate::sse::OpenStreams;
 
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
@@ -41,6 +46,11 @@ pub struct ApiSettings {
     pub topics: Topics,
     /// HTTP worker threads; 0 for one per core.
     pub http_workers: usize,
+    /// Each tenant's rate limits, quota of unfinished jobs and allowed job types.
+    pub policies: Policies,
+    /// Event streams a tenant may hold open on one server.
+    pub max_streams_per_tenant: usize,
+    pub input: InputLimits,
 }
 
 /// What the API talks to.
@@ -49,6 +59,8 @@ pub struct ApiDependencies {
     pub broker: Arc<dyn Broker>,
     pub ledger: Ledger,
     pub database: Database,
+    /// Shared by the replicas when the cache is Redis.
+    pub rate_limiter: Arc<dyn RateLimiter>,
 }
 
 /// A bound, not yet awaited, API server.
@@ -83,16 +95,26 @@ impl Api {
             topics: settings.topics.clone(),
         });
         let authenticator = web::Data::new(Authenticator::hs256(&settings.jwt_secret));
+        let policies = web::Data::new(settings.policies.clone());
+        let rate_limiter = web::Data::from(dependencies.rate_limiter);
+        let input = web::Data::new(settings.input);
+        let streams = web::Data::new(OpenStreams::default());
         let max_body = settings.max_body_bytes;
         let http_workers = settings.http_workers;
+        let client_timeout = settings.input.client_timeout;
         let settings = web::Data::new(settings);
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(input_limits::guard))
                 .wrap(from_fn(metrics::observe))
-                .app_data(json_config(max_body))
+                .app_data(json_config(max_body, client_timeout))
                 .app_data(service.clone())
                 .app_data(readiness.clone())
                 .app_data(authenticator.clone())
+                .app_data(policies.clone())
+                .app_data(rate_limiter.clone())
+                .app_data(input.clone())
+                .app_data(streams.clone())
                 .app_data(settings.clone())
                 .configure(routes::configure)
                 .default_service(web::to(|| async {
@@ -101,6 +123,7 @@ impl Api {
         })
         .disable_signals()
         .shutdown_timeout(10)
+        .client_request_timeout(client_timeout)
         .listen(listener)?;
         if http_workers > 0 {
             server = server.workers(http_workers);
@@ -169,8 +192,8 @@ impl ApiHandle {
     }
 }
 
-/// Body errors as problems: too large `413`, not JSON `415`, unparseable `400`.
-fn json_config(limit: usize) -> web::JsonConfig {
+/// Body errors as problems: too large `413`, not JSON `415`, unparseable `400`, too slow `408`.
+fn json_config(limit: usize, timeout: Duration) -> web::JsonConfig {
     web::JsonConfig::default()
         .limit(limit)
         .content_type(|mime| {
@@ -183,6 +206,9 @@ fn json_config(limit: usize) -> web::JsonConfig {
                 | JsonPayloadError::Overflow { .. } => ApiError::PayloadTooLarge { limit },
                 JsonPayloadError::Payload(actix_web::error::PayloadError::Overflow) => {
                     ApiError::PayloadTooLarge { limit }
+                }
+                JsonPayloadError::Payload(error) if input_limits::is_deadline(&error) => {
+                    ApiError::RequestTimeout(timeout.as_secs())
                 }
                 JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
                 other => ApiError::MalformedJson(other.to_string()),

@@ -27,6 +27,24 @@ pub(crate) static CANCELLED_WAITING: LazyLock<IntCounterVec> = LazyLock::new(|| 
     .unwrap()
 });
 
+pub(crate) static RATE_LIMITED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "conveyor_rate_limited_total",
+        "Requests refused with 429 because a tenant's rate limit was used up, by policy.",
+        &["policy"]
+    )
+    .unwrap()
+});
+
+pub(crate) static QUOTA_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "conveyor_quota_refused_total",
+        "Requests refused with 429 by a tenant's quota (unfinished jobs, event streams), by quota.",
+        &["quota"]
+    )
+    .unwrap()
+});
+
 pub(crate) static HTTP_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     register_histogram_vec!(
         "conveyor_http_request_duration_seconds",

@@ -1,7 +1,9 @@
 use utoipa::openapi::Ref;
 use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::schema::{Object, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -86,9 +88,25 @@ fn add_problems(operation: &mut Operation) {
         );
         responses.insert(
             "403".into(),
-            problem("The token lacks the scope this route requires").into(),
+            problem("The token lacks the scope this route requires (`insufficient_scope`); on submit, the tenant may not submit jobs of this type (`job_type_not_allowed`, field `type`)").into(),
+        );
+        responses.entry("429".into()).or_insert_with(|| {
+            with_retry_after(problem(
+                "The tenant's rate limit for this kind of request is used up (`rate_limited`); on submit, also its quota of unfinished jobs (`in_flight_quota_exceeded`). Answers that a rate limit applies to carry `RateLimit-Policy` and `RateLimit` (IETF draft-ietf-httpapi-ratelimit-headers)",
+            ))
+            .into()
+        });
+    }
+    if operation.request_body.is_some() {
+        responses.insert(
+            "408".into(),
+            problem("The body did not arrive in time (`request_timeout`)").into(),
         );
     }
+    responses.insert(
+        "431".into(),
+        problem("Request headers over the limit (`headers_too_large`)").into(),
+    );
     responses.insert(
         "default".into(),
         problem(
@@ -96,6 +114,17 @@ fn add_problems(operation: &mut Operation) {
         )
         .into(),
     );
+}
+
+fn with_retry_after(mut response: Response) -> Response {
+    response.headers.insert(
+        "Retry-After".into(),
+        HeaderBuilder::new()
+            .schema(Object::with_type(Type::Integer))
+            .description(Some("Seconds until the request would pass"))
+            .build(),
+    );
+    response
 }
 
 fn problem(description: &str) -> Response {

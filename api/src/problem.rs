@@ -1,5 +1,7 @@
 //! One error shape on the wire: `application/problem+json` (RFC 9457) with a stable `code`.
 
+use std::time::Duration;
+
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
@@ -9,6 +11,11 @@ use utoipa::ToSchema;
 
 /// Seconds a client should wait before retrying when the broker could not take a job.
 const RETRY_AFTER_SECS: u32 = 1;
+
+/// `Retry-After` counts whole seconds; rounding down would invite a retry that is refused again.
+pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
 
 /// An RFC 9457 problem. `code` is stable and machine-readable; `field` names the offending input.
 #[derive(Debug, Serialize, ToSchema)]
@@ -63,6 +70,25 @@ pub enum ApiError {
     IdempotencyKeyReused,
     #[error("a request with this Idempotency-Key is still being accepted; retry shortly")]
     IdempotencyKeyInUse,
+    #[error("the `{policy}` rate limit of this tenant is used up; retry in {} s", retry_after_secs(*.retry_after))]
+    RateLimited {
+        policy: &'static str,
+        retry_after: Duration,
+    },
+    #[error(
+        "this tenant has {max} unfinished jobs, its most at once; retry when some have finished"
+    )]
+    InFlightQuotaExceeded { max: u32 },
+    #[error("this tenant has {max} event streams open on this server, its most at once")]
+    TooManyStreams { max: usize },
+    #[error("this tenant may not submit jobs of type `{0}`")]
+    JobTypeNotAllowed(String),
+    #[error("{message}")]
+    JsonTooComplex { field: String, message: String },
+    #[error("the request headers are larger than the limit of {limit} bytes")]
+    HeadersTooLarge { limit: usize },
+    #[error("the request was not received in time ({0} s); send it whole, and faster")]
+    RequestTimeout(u64),
     #[error("the job could not be handed to the broker ({0}); nothing was accepted, retry later")]
     BrokerUnavailable(String),
     #[error("the job store cannot answer now ({0}); retry later")]
@@ -140,6 +166,41 @@ impl ApiError {
                 "idempotency_key_in_use",
                 "Idempotency key in use",
             ),
+            RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "Rate limit exceeded",
+            ),
+            InFlightQuotaExceeded { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "in_flight_quota_exceeded",
+                "Too many unfinished jobs",
+            ),
+            TooManyStreams { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                "Too many event streams",
+            ),
+            JobTypeNotAllowed(_) => (
+                StatusCode::FORBIDDEN,
+                "job_type_not_allowed",
+                "Job type not allowed",
+            ),
+            JsonTooComplex { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "json_too_complex",
+                "JSON over the limits",
+            ),
+            HeadersTooLarge { .. } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                "Request headers too large",
+            ),
+            RequestTimeout(_) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "Request timeout",
+            ),
             BrokerUnavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "broker_unavailable",
@@ -160,10 +221,10 @@ impl ApiError {
 
     fn field(&self) -> Option<String> {
         match self {
-            ApiError::InvalidField { field, .. } | ApiError::InvalidQuery { field, .. } => {
-                Some(field.clone())
-            }
-            ApiError::UnknownJobType(_) => Some("type".into()),
+            ApiError::InvalidField { field, .. }
+            | ApiError::InvalidQuery { field, .. }
+            | ApiError::JsonTooComplex { field, .. } => Some(field.clone()),
+            ApiError::UnknownJobType(_) | ApiError::JobTypeNotAllowed(_) => Some("type".into()),
             ApiError::InvalidPayload { errors, .. } => errors.first().map(|e| e.field.clone()),
             _ => None,
         }
@@ -239,8 +300,16 @@ impl ResponseError for ApiError {
             }
             ApiError::BrokerUnavailable(_)
             | ApiError::StoreUnavailable(_)
-            | ApiError::IdempotencyKeyInUse => {
+            | ApiError::IdempotencyKeyInUse
+            | ApiError::InFlightQuotaExceeded { .. }
+            | ApiError::TooManyStreams { .. } => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
+            }
+            ApiError::RateLimited { retry_after, .. } => {
+                response.insert_header((
+                    header::RETRY_AFTER,
+                    retry_after_secs(*retry_after).to_string(),
+                ));
             }
             _ => {}
         }

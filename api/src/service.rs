@@ -1,13 +1,15 @@
 //! What the routes ask for, done through the broker (to accept work) and the ledger (to read and
 //! change jobs). No HTTP here.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use conveyor_events::{Broker, Command, Outgoing, Topics};
 use conveyor_schemas::{Job, JobStatus, JobTypeCatalog, PayloadRejected};
-use conveyor_store::{Cache, Change, IdempotencyClaim, JobPage, JobQuery, Ledger};
+use conveyor_store::{Change, IdempotencyClaim, JobPage, JobQuery, Ledger};
+use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -17,11 +19,17 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::metrics;
 use crate::problem::ApiError;
+use crate::tenants::TenantLimits;
 
 /// How long a request that reuses an idempotency key waits for the first request's job.
 const IDEMPOTENT_WAIT: Duration = Duration::from_secs(5);
 const MAX_ATTEMPTS_LIMIT: u32 = 100;
 const TIMEOUT_MS_LIMIT: u64 = 24 * 60 * 60 * 1000;
+/// How many of a tenant's oldest counted jobs are checked when its quota is reached.
+const RECHECKED_IN_FLIGHT: usize = 32;
+/// A counted job that neither the cache nor the store knows this long after its id was made was
+/// never accepted (the recorder stores accepted jobs within seconds).
+const NEVER_ACCEPTED_AFTER: Duration = Duration::from_secs(10 * 60);
 
 /// The body of `POST /v1/jobs`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -39,6 +47,15 @@ pub struct SubmitJob {
     pub run_at: Option<DateTime<Utc>>,
     /// Time limit of each attempt, in milliseconds (1 to 86,400,000).
     pub timeout_ms: Option<u64>,
+}
+
+/// Whether the UUIDv7 `id` was made more than `age` ago.
+fn made_before(id: Uuid, age: Duration) -> bool {
+    let Some((seconds, nanos)) = id.get_timestamp().map(|at| at.to_unix()) else {
+        return false;
+    };
+    let made = std::time::UNIX_EPOCH + Duration::new(seconds, nanos);
+    made.elapsed().is_ok_and(|elapsed| elapsed > age)
 }
 
 fn empty_object() -> Value {
@@ -84,42 +101,36 @@ enum Claimed {
     /// Another request holds the key; this is its job.
     Existing(Box<Job>),
     /// The key is ours until the job is accepted (or the claim is dropped).
-    Mine(KeyClaim),
+    Mine(Reservation),
 }
 
-/// An idempotency key claimed for a job being accepted. Given back when dropped unless kept, so
-/// that a request that fails or is abandoned (an error, a client gone, a shutdown) never leaves
-/// the key pointing at a job that does not exist.
-struct KeyClaim {
-    cache: Arc<dyn Cache>,
-    tenant: String,
-    key: String,
-    kept: bool,
+/// Something taken for a job being accepted (its idempotency key, its place among the tenant's
+/// unfinished jobs). Given back when dropped unless kept, so that a request that fails or is
+/// abandoned (an error, a client gone, a shutdown) never holds anything for a job that does not
+/// exist.
+struct Reservation {
+    give_back: Option<BoxFuture<'static, ()>>,
 }
 
-impl KeyClaim {
-    /// The job was accepted: the key now names it.
+impl Reservation {
+    fn new(give_back: impl Future<Output = ()> + Send + 'static) -> Reservation {
+        Reservation {
+            give_back: Some(Box::pin(give_back)),
+        }
+    }
+
+    /// The job was accepted: what was taken is its own now.
     fn keep(mut self) {
-        self.kept = true;
+        self.give_back = None;
     }
 }
 
-impl Drop for KeyClaim {
+impl Drop for Reservation {
     fn drop(&mut self) {
-        if self.kept {
-            return;
-        }
-        let (cache, tenant, key) = (
-            self.cache.clone(),
-            std::mem::take(&mut self.tenant),
-            std::mem::take(&mut self.key),
-        );
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(error) = cache.release_idempotency_key(&tenant, &key).await {
-                    tracing::warn!(%tenant, %error, "Could not give back an idempotency key.");
-                }
-            });
+        if let Some(give_back) = self.give_back.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(give_back);
         }
     }
 }
@@ -162,9 +173,15 @@ impl JobService {
     pub async fn submit(
         &self,
         caller: &Caller,
+        limits: &TenantLimits,
         request: SubmitJob,
         idempotency_key: Option<String>,
     ) -> Result<Submitted, ApiError> {
+        if let Some(allowed) = &limits.job_types
+            && !allowed.contains(&request.job_type)
+        {
+            return Err(ApiError::JobTypeNotAllowed(request.job_type));
+        }
         self.validate(&request)?;
         let job = self.new_job(caller, request, idempotency_key);
         let mut claim = None;
@@ -174,6 +191,10 @@ impl JobService {
                 Claimed::Mine(mine) => claim = Some(mine),
             }
         }
+        let place = match limits.max_in_flight {
+            Some(max) => Some(self.take_place(&job, max).await?),
+            None => None,
+        };
         let command = Command::RunJob { job: job.clone() };
         let message = Outgoing::now(job.id.to_string(), command.encode());
         if let Err(error) = self
@@ -183,13 +204,61 @@ impl JobService {
         {
             return Err(ApiError::BrokerUnavailable(error.to_string()));
         }
-        if let Some(claim) = claim {
-            claim.keep();
-        }
+        claim.into_iter().chain(place).for_each(Reservation::keep);
         self.ledger.accepted(&job).await?;
         tracing::debug!(job_id = %job.id, tenant = %job.tenant, subject = %caller.subject, job_type = %job.job_type, "Job accepted.");
         metrics::SUBMITTED.with_label_values(&[&job.job_type]).inc();
         Ok(Submitted::Created(job))
+    }
+
+    /// Counts the job among its tenant's unfinished jobs, unless it has `max` already. Before
+    /// refusing, the oldest counted are checked: a job that finished while the cache was away
+    /// (or whose release was lost) is still counted, and must not hold its place for good.
+    async fn take_place(&self, job: &Job, max: u32) -> Result<Reservation, ApiError> {
+        let cache = self.ledger.cache().clone();
+        let admitted = async || match cache.admit_in_flight(&job.tenant, job.id, max).await {
+            Ok(admitted) => admitted,
+            Err(error) => {
+                // Counting across replicas needs the cache; without it, the rate limit still holds.
+                tracing::warn!(%error, tenant = %job.tenant, "Cannot count unfinished jobs; accepting without the quota.");
+                true
+            }
+        };
+        if !admitted().await {
+            self.forget_finished(&job.tenant).await?;
+            if !admitted().await {
+                metrics::QUOTA_REFUSED
+                    .with_label_values(&["in_flight"])
+                    .inc();
+                return Err(ApiError::InFlightQuotaExceeded { max });
+            }
+        }
+        let (tenant, id) = (job.tenant.clone(), job.id);
+        Ok(Reservation::new(async move {
+            if let Err(error) = cache.release_in_flight(&tenant, id).await {
+                tracing::warn!(%tenant, %error, "Could not give back a place among unfinished jobs; it is checked again when the quota is reached.");
+            }
+        }))
+    }
+
+    /// Stops counting those of the tenant's oldest counted jobs that are finished, or that were
+    /// never accepted (found nowhere, long after their id was made).
+    async fn forget_finished(&self, tenant: &str) -> Result<(), ApiError> {
+        let cache = self.ledger.cache();
+        let oldest = cache
+            .oldest_in_flight(tenant, RECHECKED_IN_FLIGHT)
+            .await
+            .unwrap_or_default();
+        for id in oldest {
+            let finished = match self.ledger.get(id).await? {
+                Some(job) => job.status.is_terminal(),
+                None => made_before(id, NEVER_ACCEPTED_AFTER),
+            };
+            if finished {
+                cache.release_in_flight(tenant, id).await?;
+            }
+        }
+        Ok(())
     }
 
     fn validate(&self, request: &SubmitJob) -> Result<(), ApiError> {
@@ -260,12 +329,12 @@ impl JobService {
         };
         let cache = self.ledger.cache();
         let Some(holder) = cache.claim_idempotency_key(&job.tenant, key, claim).await? else {
-            let mine = KeyClaim {
-                cache: cache.clone(),
-                tenant: job.tenant.clone(),
-                key: key.to_owned(),
-                kept: false,
-            };
+            let (cache, tenant, claimed) = (cache.clone(), job.tenant.clone(), key.to_owned());
+            let mine = Reservation::new(async move {
+                if let Err(error) = cache.release_idempotency_key(&tenant, &claimed).await {
+                    tracing::warn!(%tenant, %error, "Could not give back an idempotency key.");
+                }
+            });
             // Claimed here; but the cache may have forgotten a key that the store remembers.
             let Some(recorded) = self
                 .ledger

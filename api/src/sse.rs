@@ -1,7 +1,8 @@
 //! Server-sent events of one job's snapshots.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,11 +15,53 @@ use crate::service::JobService;
 /// A comment this often keeps proxies from closing an idle stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+/// Event streams open on this server, per tenant: each holds a connection and a task for as long
+/// as the client likes, so a tenant may hold only so many.
+#[derive(Default)]
+pub(crate) struct OpenStreams {
+    per_tenant: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl OpenStreams {
+    /// A slot for one more stream of `tenant`, unless it holds `max` already.
+    pub(crate) fn open(&self, tenant: &str, max: usize) -> Option<StreamSlot> {
+        let mut per_tenant = self.per_tenant.lock().expect("no panic holds the lock");
+        let open = per_tenant.entry(tenant.to_owned()).or_default();
+        if *open >= max {
+            return None;
+        }
+        *open += 1;
+        Some(StreamSlot {
+            per_tenant: self.per_tenant.clone(),
+            tenant: tenant.to_owned(),
+        })
+    }
+}
+
+/// One open stream; its place is given back when the stream ends or its client goes.
+pub(crate) struct StreamSlot {
+    per_tenant: Arc<Mutex<HashMap<String, usize>>>,
+    tenant: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut per_tenant = self.per_tenant.lock().expect("no panic holds the lock");
+        if let Some(open) = per_tenant.get_mut(&self.tenant) {
+            *open -= 1;
+            if *open == 0 {
+                per_tenant.remove(&self.tenant);
+            }
+        }
+    }
+}
+
 struct Follow {
     job: Job,
     pending: bool,
     changes: broadcast::Receiver<Arc<Job>>,
     service: Arc<JobService>,
+    _slot: StreamSlot,
 }
 
 enum Next {
@@ -33,12 +76,14 @@ pub(crate) fn job_events(
     first: Job,
     changes: broadcast::Receiver<Arc<Job>>,
     service: Arc<JobService>,
+    slot: StreamSlot,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     let follow = Follow {
         job: first,
         pending: true,
         changes,
         service,
+        _slot: slot,
     };
     futures_util::stream::unfold(Some(follow), |follow| async move {
         let mut follow = follow?;

@@ -9,6 +9,7 @@ mod error;
 mod jobs;
 mod journal;
 mod ledger;
+mod limits;
 mod schedule;
 
 pub use cache::{Cache, CacheKind, IdempotencyClaim, MemoryCache};
@@ -17,4 +18,5 @@ pub use error::StoreError;
 pub use jobs::{JobPage, JobQuery, JobStore};
 pub use journal::SqlJournal;
 pub use ledger::{Change, Ledger};
+pub use limits::{MemoryRateLimiter, Rate, RateLimiter, Verdict, gcra};
 pub use schedule::SqlSchedule;

@@ -151,6 +151,7 @@ on_real_stacks!(
     a_killed_worker_hands_its_jobs_to_another,
     restarts_of_the_cache_and_the_database_lose_no_accepted_job,
     a_process_started_before_its_cache_waits_for_it,
+    two_api_processes_hold_a_tenant_to_its_rate_limit_together,
 );
 
 mod a_broker_that_is_down_gets_no_job_accepted {
@@ -539,4 +540,132 @@ async fn a_process_started_before_its_cache_waits_for_it(stack: Stack) {
         },
     )
     .await;
+}
+
+/// Submits `echo` jobs for `tenant` through `replicas` in turn from `connections` loops until
+/// `until`; returns the ids accepted and the number refused with `429`.
+async fn flood(
+    replicas: &[TestApp],
+    connections: usize,
+    until: tokio::time::Instant,
+) -> (Vec<String>, usize) {
+    let loops = (0..connections).map(|n| {
+        let app = &replicas[n % replicas.len()];
+        async move {
+            let (mut accepted, mut refused) = (Vec::new(), 0);
+            while tokio::time::Instant::now() < until {
+                let response = app
+                    .post_job(&json!({"type": "echo", "payload": {}}))
+                    .send()
+                    .await
+                    .unwrap();
+                match response.status() {
+                    StatusCode::ACCEPTED => accepted.push(id(&response.json().await.unwrap())),
+                    StatusCode::TOO_MANY_REQUESTS => refused += 1,
+                    other => panic!("a flood got {other}"),
+                }
+            }
+            (accepted, refused)
+        }
+    });
+    let mut total = (Vec::new(), 0);
+    for (accepted, refused) in futures_util::future::join_all(loops).await {
+        total.0.extend(accepted);
+        total.1 += refused;
+    }
+    total
+}
+
+async fn two_api_processes_hold_a_tenant_to_its_rate_limit_together(stack: Stack) {
+    const RATE: f64 = 20.0;
+    const BURST: f64 = 10.0;
+    const FLOOD: Duration = Duration::from_secs(4);
+    let deployment = Deployment::new(stack);
+    deployment.migrate().await;
+    let ports = [free_port(), free_port()];
+    let _apis: Vec<Process> = ports
+        .iter()
+        .map(|port| {
+            let listen = format!("127.0.0.1:{port}");
+            let limits = [
+                "--listen",
+                &listen,
+                "--rate-limit",
+                "20",
+                "--rate-burst",
+                "10",
+            ];
+            deployment.spawn("api", &limits, Stdio::null())
+        })
+        .collect();
+    let _workers = deployment.start("worker", &[]).await;
+    let as_tenant = |tenant: &str| -> Vec<TestApp> {
+        ports
+            .iter()
+            .map(|port| {
+                let base = format!("http://127.0.0.1:{port}");
+                TestApp::attached(&base, SECRET, &mint(SECRET, tenant, ALL_SCOPES))
+            })
+            .collect()
+    };
+    let (flooder, bystander) = (as_tenant("acme"), as_tenant("globex"));
+    for replica in &flooder {
+        wait_until(Duration::from_secs(30), "the api is ready", async || {
+            let ready = replica.client.get(replica.url("/readyz")).send().await;
+            ready.is_ok_and(|response| response.status().is_success())
+        })
+        .await;
+    }
+
+    let started = tokio::time::Instant::now();
+    let until = started + FLOOD;
+    // The bystander submits at a quarter of its own allowance, timing each submission.
+    let steady = async {
+        let mut latencies = Vec::new();
+        let mut ids = Vec::new();
+        let mut n = 0;
+        while tokio::time::Instant::now() < until {
+            let app = &bystander[n % 2];
+            let sent = std::time::Instant::now();
+            ids.push(id(&app
+                .submit(json!({"type": "echo", "payload": {"n": n}}))
+                .await));
+            latencies.push(sent.elapsed());
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        (ids, latencies)
+    };
+    let ((accepted, refused), (steady_ids, mut latencies)) =
+        tokio::join!(flood(&flooder, 16, until), steady);
+    let elapsed = started.elapsed().as_secs_f64();
+
+    let allowance = BURST + RATE * elapsed;
+    latencies.sort();
+    eprintln!(
+        "{stack:?}: over {elapsed:.2} s, two replicas accepted {} of the flooding tenant's \
+         submissions and refused {refused} (allowance {allowance:.1}); the other tenant's {} \
+         submissions took {:?} at the median and {:?} at most",
+        accepted.len(),
+        latencies.len(),
+        latencies[latencies.len() / 2],
+        latencies.last().unwrap(),
+    );
+    let accepted_count = accepted.len() as f64;
+    assert!(
+        accepted_count <= allowance * 1.1 + 2.0 && accepted_count >= allowance * 0.8,
+        "{accepted_count} accepted against an allowance of {allowance:.1}"
+    );
+    assert!(
+        refused > accepted.len(),
+        "the flood was not limited: {refused} refused"
+    );
+    // Nothing accepted is lost, the flooder's or the bystander's.
+    for (watcher, ids) in [(&flooder[0], &accepted), (&bystander[1], &steady_ids)] {
+        for id in ids {
+            watcher
+                .wait_for(id, "succeeded", Duration::from_secs(60))
+                .await;
+        }
+    }
 }

@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use actix_web::{HttpResponse, web};
 use conveyor_schemas::JobTypeInfo;
 use serde::Serialize;
@@ -6,6 +8,7 @@ use utoipa::ToSchema;
 use crate::auth::{JobsRead, Scoped};
 use crate::problem::ApiError;
 use crate::service::JobService;
+use crate::tenants::TenantLimits;
 
 #[derive(Serialize, ToSchema)]
 pub struct JobTypeList {
@@ -14,7 +17,8 @@ pub struct JobTypeList {
 
 /// List job types
 ///
-/// Each type's name, description and the JSON Schema its payloads must satisfy.
+/// Each type's name, description and the JSON Schema its payloads must satisfy: the types the
+/// caller's tenant may submit.
 #[utoipa::path(
     get, path = "/v1/job-types", tag = "jobs",
     responses(
@@ -24,9 +28,21 @@ pub struct JobTypeList {
 )]
 pub(crate) async fn list(
     _caller: Scoped<JobsRead>,
+    limits: web::ReqData<Arc<TenantLimits>>,
     service: web::Data<JobService>,
 ) -> Result<HttpResponse, ApiError> {
+    let allowed = |name: &str| {
+        limits
+            .job_types
+            .as_ref()
+            .is_none_or(|types| types.contains(name))
+    };
     Ok(HttpResponse::Ok().json(JobTypeList {
-        items: service.catalog().types().cloned().collect(),
+        items: service
+            .catalog()
+            .types()
+            .filter(|info| allowed(&info.name))
+            .cloned()
+            .collect(),
     }))
 }

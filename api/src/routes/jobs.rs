@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderMap};
@@ -12,9 +13,12 @@ use uuid::Uuid;
 
 use crate::ApiSettings;
 use crate::auth::{EventsRead, JobsRead, JobsWrite, Scoped};
+use crate::input_limits::{InputLimits, check_json};
+use crate::metrics;
 use crate::problem::{ApiError, Problem};
 use crate::service::{Cancelled, JobService, KnownEtags, SubmitJob, Submitted};
-use crate::sse;
+use crate::sse::{self, OpenStreams};
+use crate::tenants::TenantLimits;
 
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 const DEFAULT_PAGE: u64 = 20;
@@ -47,7 +51,7 @@ pub struct JobList {
             headers(("Retry-After" = u32, description = "With idempotency_key_in_use"))),
         (status = 413, description = "Body over the size limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Unknown type, invalid field or payload; `field` names it", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown type, invalid field or payload, or JSON over the shape limits (`json_too_complex`); `field` names it", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The broker could not take the job; nothing was accepted", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u32))),
     ),
@@ -55,10 +59,13 @@ pub struct JobList {
 )]
 pub(crate) async fn submit(
     Scoped(caller, _): Scoped<JobsWrite>,
+    limits: web::ReqData<Arc<TenantLimits>>,
     request: HttpRequest,
     body: web::Json<Value>,
     service: web::Data<JobService>,
+    input: web::Data<InputLimits>,
 ) -> Result<HttpResponse, ApiError> {
+    check_json(&body, &input)?;
     let submission: SubmitJob =
         serde_path_to_error::deserialize(body.into_inner()).map_err(|error| {
             ApiError::InvalidField {
@@ -67,7 +74,7 @@ pub(crate) async fn submit(
             }
         })?;
     let key = idempotency_key(request.headers())?;
-    let (mut response, job) = match service.submit(&caller, submission, key).await? {
+    let (mut response, job) = match service.submit(&caller, &limits, submission, key).await? {
         Submitted::Created(job) => (HttpResponse::Accepted(), job),
         Submitted::Existing(job) => (HttpResponse::Ok(), job),
     };
@@ -253,6 +260,8 @@ pub(crate) async fn list(
     responses(
         (status = 200, description = "An event stream of job snapshots", content_type = "text/event-stream", body = String),
         (status = 404, description = "No such job for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The tenant's read rate limit is used up (`rate_limited`), or it has as many streams open on this server as it may (`too_many_streams`)", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u32))),
     ),
     security(("bearer" = ["events:read"]))
 )]
@@ -260,11 +269,18 @@ pub(crate) async fn events(
     Scoped(caller, _): Scoped<EventsRead>,
     id: web::Path<String>,
     service: web::Data<JobService>,
+    streams: web::Data<OpenStreams>,
+    settings: web::Data<ApiSettings>,
 ) -> Result<HttpResponse, ApiError> {
     let id = job_id(&id)?;
+    let max = settings.max_streams_per_tenant;
+    let Some(slot) = streams.open(&caller.tenant, max) else {
+        metrics::QUOTA_REFUSED.with_label_values(&["streams"]).inc();
+        return Err(ApiError::TooManyStreams { max });
+    };
     let changes = service.changes();
     let job = service.get(&caller, id).await?;
-    let stream = sse::job_events(job, changes, service.into_inner());
+    let stream = sse::job_events(job, changes, service.into_inner(), slot);
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))

@@ -6,28 +6,21 @@ pub(crate) mod job_types;
 pub(crate) mod jobs;
 
 use actix_web::middleware::from_fn;
-use actix_web::web;
+use actix_web::{Route, web};
 
 use crate::gate;
 use crate::problem::ApiError;
 
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
     let resources = [
-        web::resource("/jobs")
-            .route(web::post().to(jobs::submit))
-            .route(web::get().to(jobs::list)),
-        web::resource("/jobs/{id}")
-            .route(web::get().to(jobs::get))
-            .route(web::delete().to(jobs::cancel)),
-        web::resource("/jobs/{id}/events").route(web::get().to(jobs::events)),
-        web::resource("/job-types").route(web::get().to(job_types::list)),
-    ];
-    let mut v1 = web::scope("/v1").wrap(from_fn(gate::admit));
-    for resource in resources {
-        v1 = v1.service(resource.default_service(web::to(method_not_allowed)));
-    }
-    config.service(v1);
-    let resources = [
+        web::resource("/v1/jobs")
+            .route(gated(web::post().to(jobs::submit)))
+            .route(gated(web::get().to(jobs::list))),
+        web::resource("/v1/jobs/{id}")
+            .route(gated(web::get().to(jobs::get)))
+            .route(gated(web::delete().to(jobs::cancel))),
+        web::resource("/v1/jobs/{id}/events").route(gated(web::get().to(jobs::events))),
+        web::resource("/v1/job-types").route(gated(web::get().to(job_types::list))),
         web::resource("/openapi.json").route(web::get().to(docs::openapi_json)),
         web::resource("/docs").route(web::get().to(docs::reference)),
     ];
@@ -35,6 +28,12 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
         config.service(resource.default_service(web::to(method_not_allowed)));
     }
     configure_operations(config);
+}
+
+/// A `/v1` route, behind the gate. The gate wraps each route rather than the whole scope, so that
+/// a path or method that does not exist is a `404`/`405` whoever asks.
+fn gated(route: Route) -> Route {
+    route.wrap(from_fn(gate::admit))
 }
 
 /// Liveness, readiness and metrics: all that a worker process serves.

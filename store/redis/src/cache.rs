@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::claims;
 use crate::feed::ChangeFeed;
 use crate::keys::Keys;
+use crate::limiter::RedisRateLimiter;
 
 /// How long snapshots, idempotency keys and the change stream outlive their last write, so that
 /// Redis does not grow forever; the database keeps jobs for good.
@@ -23,6 +24,7 @@ const STREAM_LENGTH: usize = 16 * 1024;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 
 static PUT_JOB: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/put_job.lua")));
+static ADMIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/admit.lua")));
 
 /// The cache on Redis, shared by every api replica and worker process: the compare-and-set point of
 /// job changes and the change feed between them. Clones share connections and feed.
@@ -67,7 +69,14 @@ impl RedisCache {
     }
 }
 
-fn failed(doing: &'static str) -> impl Fn(RedisError) -> StoreError {
+impl RedisCache {
+    /// A rate limiter on the same connection and under the same prefix.
+    pub fn rate_limiter(&self) -> RedisRateLimiter {
+        RedisRateLimiter::new(self.commands.clone(), self.keys.clone())
+    }
+}
+
+pub(crate) fn failed(doing: &'static str) -> impl Fn(RedisError) -> StoreError {
     move |error| StoreError::Cache(format!("Redis failed to {doing}: {error}"))
 }
 
@@ -92,11 +101,13 @@ impl Cache for RedisCache {
         PUT_JOB
             .key(self.keys.job(job.id))
             .key(self.keys.changes())
+            .key(self.keys.in_flight(&job.tenant))
             .arg(job.version)
             .arg(u8::from(job.status.is_terminal()))
             .arg(json)
             .arg(TTL.as_millis())
             .arg(STREAM_LENGTH)
+            .arg(job.id.to_string())
             .invoke_async(&mut self.commands.clone())
             .await
             .map_err(failed("keep a job"))
@@ -134,6 +145,37 @@ impl Cache for RedisCache {
             .del(self.keys.idempotency(tenant, key))
             .await
             .map_err(failed("release an idempotency key"))
+    }
+
+    async fn admit_in_flight(&self, tenant: &str, job: Uuid, max: u32) -> Result<bool, StoreError> {
+        ADMIT
+            .key(self.keys.in_flight(tenant))
+            .arg(job.to_string())
+            .arg(max)
+            .invoke_async(&mut self.commands.clone())
+            .await
+            .map_err(failed("count an unfinished job"))
+    }
+
+    async fn release_in_flight(&self, tenant: &str, job: Uuid) -> Result<(), StoreError> {
+        self.commands
+            .clone()
+            .zrem(self.keys.in_flight(tenant), job.to_string())
+            .await
+            .map_err(failed("stop counting a job"))
+    }
+
+    async fn oldest_in_flight(&self, tenant: &str, count: usize) -> Result<Vec<Uuid>, StoreError> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = self
+            .commands
+            .clone()
+            .zrange(self.keys.in_flight(tenant), 0, count as isize - 1)
+            .await
+            .map_err(failed("list unfinished jobs"))?;
+        Ok(ids.iter().filter_map(|id| id.parse().ok()).collect())
     }
 
     async fn forget_jobs(&self) -> Result<(), StoreError> {

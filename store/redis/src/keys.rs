@@ -31,6 +31,17 @@ impl Keys {
         format!("{}idempotency:{}:{tenant}:{key}", self.prefix, tenant.len())
     }
 
+    /// A sorted set of the tenant's unfinished jobs, all at score 0 so that members sort by id:
+    /// UUIDv7 ids, oldest first.
+    pub(crate) fn in_flight(&self, tenant: &str) -> String {
+        format!("{}inflight:{tenant}", self.prefix)
+    }
+
+    /// The theoretical arrival time of a rate limit's `key` (see `conveyor_store::gcra`).
+    pub(crate) fn allowance(&self, key: &str) -> String {
+        format!("{}rate:{key}", self.prefix)
+    }
+
     /// The stream every kept snapshot is appended to: the change feed of all replicas.
     pub(crate) fn changes(&self) -> String {
         format!("{}changes", self.prefix)

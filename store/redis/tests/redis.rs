@@ -1,6 +1,7 @@
 //! The Redis cache on a real Redis (`CONVEYOR_TEST_REDIS`, else `redis://127.0.0.1:6379`): versions
 //! never go backwards, terminal states are final, one claim of a key wins, and a change kept through
-//! one replica reaches every other, also after the feed lost its connection.
+//! one replica reaches every other, also after the feed lost its connection; quotas of unfinished
+//! jobs and rate limits are shared by the replicas.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use conveyor_redis::RedisCache;
 use conveyor_schemas::{Job, JobStatus};
-use conveyor_store::{Cache, IdempotencyClaim, StoreError};
+use conveyor_store::{Cache, IdempotencyClaim, Rate, RateLimiter, StoreError};
 use futures_util::future::join_all;
 use serde_json::json;
 use tokio::sync::broadcast;
@@ -419,4 +420,57 @@ async fn a_redis_that_is_not_there_is_an_error_at_once() {
 #[tokio::test]
 async fn a_live_redis_answers_a_ping() {
     replica(&unique_prefix()).await.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn unfinished_jobs_count_up_to_the_quota_on_every_replica_and_leave_when_terminal() {
+    let prefix = unique_prefix();
+    let (a, b) = (replica(&prefix).await, replica(&prefix).await);
+    let (first, second) = (job(JobStatus::Queued, 1), job(JobStatus::Queued, 1));
+    assert!(a.admit_in_flight("acme", first.id, 2).await.unwrap());
+    assert!(b.admit_in_flight("acme", second.id, 2).await.unwrap());
+    // Counted once, however often it is admitted.
+    assert!(a.admit_in_flight("acme", first.id, 2).await.unwrap());
+    assert!(!b.admit_in_flight("acme", Uuid::now_v7(), 2).await.unwrap());
+    assert!(
+        a.admit_in_flight("globex", Uuid::now_v7(), 2)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        b.oldest_in_flight("acme", 10).await.unwrap(),
+        [first.id, second.id]
+    );
+
+    // A terminal snapshot kept through either replica frees the place.
+    let mut done = first.clone();
+    done.status = JobStatus::Succeeded;
+    done.version = 3;
+    assert!(b.put_job(&done).await.unwrap());
+    assert_eq!(a.oldest_in_flight("acme", 10).await.unwrap(), [second.id]);
+    a.release_in_flight("acme", second.id).await.unwrap();
+    assert!(a.oldest_in_flight("acme", 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn replicas_draw_on_one_rate_limit() {
+    let prefix = unique_prefix();
+    let limiters = [
+        replica(&prefix).await.rate_limiter(),
+        replica(&prefix).await.rate_limiter(),
+    ];
+    // One request a minute after a burst of 5: only the burst can pass during the test.
+    let rate = Rate::new(1.0 / 60.0, 5).unwrap();
+    let mut allowed = 0;
+    for n in 0..12 {
+        let verdict = limiters[n % 2].take("acme", rate).await.unwrap();
+        if verdict.allowed {
+            allowed += 1;
+            assert_eq!(verdict.remaining, 5 - allowed);
+        } else {
+            assert!(verdict.retry_after > Duration::from_secs(50), "{verdict:?}");
+        }
+    }
+    assert_eq!(allowed, 5);
+    assert!(limiters[0].take("globex", rate).await.unwrap().allowed);
 }

@@ -1,4 +1,5 @@
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,6 +23,8 @@ pub struct MemoryCache {
     jobs: Moka<Uuid, Arc<Job>>,
     keys: Moka<(String, String), IdempotencyClaim>,
     feed: broadcast::Sender<Arc<Job>>,
+    /// Unfinished jobs per tenant; UUIDv7 ids sort oldest first.
+    in_flight: Mutex<HashMap<String, BTreeSet<Uuid>>>,
 }
 
 impl Default for MemoryCache {
@@ -42,6 +45,7 @@ impl MemoryCache {
                 .time_to_live(IDEMPOTENCY_TTL)
                 .build(),
             feed: broadcast::channel(FEED_CAPACITY).0,
+            in_flight: Mutex::default(),
         }
     }
 }
@@ -64,6 +68,9 @@ impl Cache for MemoryCache {
             let _ = self.feed.send(snapshot.clone());
             Op::Put(snapshot)
         });
+        if kept && job.status.is_terminal() {
+            self.release_in_flight(&job.tenant, job.id).await?;
+        }
         Ok(kept)
     }
 
@@ -90,6 +97,38 @@ impl Cache for MemoryCache {
     async fn release_idempotency_key(&self, tenant: &str, key: &str) -> Result<(), StoreError> {
         self.keys.invalidate(&(tenant.to_owned(), key.to_owned()));
         Ok(())
+    }
+
+    async fn admit_in_flight(&self, tenant: &str, job: Uuid, max: u32) -> Result<bool, StoreError> {
+        let mut in_flight = self.in_flight.lock().expect("no panic holds the lock");
+        let jobs = in_flight.entry(tenant.to_owned()).or_default();
+        if jobs.contains(&job) {
+            return Ok(true);
+        }
+        if jobs.len() >= max as usize {
+            return Ok(false);
+        }
+        jobs.insert(job);
+        Ok(true)
+    }
+
+    async fn release_in_flight(&self, tenant: &str, job: Uuid) -> Result<(), StoreError> {
+        let mut in_flight = self.in_flight.lock().expect("no panic holds the lock");
+        if let Some(jobs) = in_flight.get_mut(tenant) {
+            jobs.remove(&job);
+            if jobs.is_empty() {
+                in_flight.remove(tenant);
+            }
+        }
+        Ok(())
+    }
+
+    async fn oldest_in_flight(&self, tenant: &str, count: usize) -> Result<Vec<Uuid>, StoreError> {
+        let in_flight = self.in_flight.lock().expect("no panic holds the lock");
+        Ok(in_flight
+            .get(tenant)
+            .map(|jobs| jobs.iter().take(count).copied().collect())
+            .unwrap_or_default())
     }
 
     async fn forget_jobs(&self) -> Result<(), StoreError> {

@@ -63,6 +63,17 @@ pub trait Cache: Send + Sync + 'static {
     /// Gives a key back when the job it was claimed for could not be accepted.
     async fn release_idempotency_key(&self, tenant: &str, key: &str) -> Result<(), StoreError>;
 
+    /// Counts `job` among `tenant`'s unfinished jobs if fewer than `max` are counted (or it is
+    /// counted already). A job stops being counted when a terminal snapshot of it is kept
+    /// ([`Cache::put_job`]) or it is released.
+    async fn admit_in_flight(&self, tenant: &str, job: Uuid, max: u32) -> Result<bool, StoreError>;
+
+    /// Stops counting `job`: it was never accepted, or it turned out to be finished.
+    async fn release_in_flight(&self, tenant: &str, job: Uuid) -> Result<(), StoreError>;
+
+    /// The oldest `count` jobs counted for `tenant`, oldest first.
+    async fn oldest_in_flight(&self, tenant: &str, count: usize) -> Result<Vec<Uuid>, StoreError>;
+
     /// Forgets every job snapshot. After an outage during which changes went to the store alone,
     /// the snapshots cached before it may be stale; readers fall back to the store until the
     /// cache fills again.
