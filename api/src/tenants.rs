@@ -67,11 +67,6 @@ pub struct PolicyError {
 }
 
 impl Policies {
-    /// The same limits for every tenant.
-    pub fn uniform(default: DefaultLimits) -> Result<Policies, PolicyError> {
-        Policies::with_overrides(default, "", &JobTypeCatalog::built_in())
-    }
-
     /// `default` for every tenant, overridden per tenant by the TOML `file_text`
     /// (`[tenants.<name>]` tables; see the README). Job types must exist in `catalog`.
     pub fn with_overrides(
@@ -180,6 +175,10 @@ fn rate(
 mod tests {
     use super::*;
 
+    fn uniform(default: DefaultLimits) -> Result<Policies, PolicyError> {
+        Policies::with_overrides(default, "", &JobTypeCatalog::built_in())
+    }
+
     fn defaults() -> DefaultLimits {
         DefaultLimits {
             submit_rate: 10.0,
@@ -192,7 +191,7 @@ mod tests {
 
     #[test]
     fn a_tenant_the_file_does_not_name_gets_the_defaults() {
-        let policies = Policies::uniform(defaults()).unwrap();
+        let policies = uniform(defaults()).unwrap();
         let limits = policies.of("anyone");
         assert_eq!(limits.submit, Rate::new(10.0, 20));
         assert_eq!(limits.read, None);
@@ -221,7 +220,7 @@ mod tests {
     fn a_burst_left_at_zero_is_one_second_of_the_rate() {
         let mut limits = defaults();
         limits.submit_burst = 0;
-        let policies = Policies::uniform(limits).unwrap();
+        let policies = uniform(limits).unwrap();
         assert_eq!(policies.of("a").submit, Rate::new(10.0, 10));
     }
 
@@ -239,7 +238,7 @@ mod tests {
         let mut bad = defaults();
         bad.submit_rate = f64::INFINITY;
         assert!(
-            Policies::uniform(bad)
+            uniform(bad)
                 .unwrap_err()
                 .to_string()
                 .starts_with("CONVEYOR_RATE_LIMIT:")

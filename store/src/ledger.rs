@@ -1,5 +1,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use conveyor_schemas::Job;
 use tokio::sync::broadcast;
@@ -151,6 +152,18 @@ impl Ledger {
             return Ok(Change::Applied(next));
         }
         Err(StoreError::Contended(fallback.id))
+    }
+
+    /// Takes or renews `holder`'s lease on running `job` (see [`Cache::hold_lease`]). Without the
+    /// cache there is no lease to respect: every holder gets one, as before leases.
+    pub async fn hold_lease(&self, job: Uuid, holder: Uuid, ttl: Duration) -> bool {
+        self.cache_answer(self.cache.hold_lease(job, holder, ttl).await)
+            .unwrap_or(true)
+    }
+
+    /// Ends `holder`'s lease on `job`; without the cache it ends by itself.
+    pub async fn release_lease(&self, job: Uuid, holder: Uuid) {
+        self.cache_answer(self.cache.release_lease(job, holder).await);
     }
 
     /// Every change kept from now on.

@@ -152,6 +152,7 @@ on_real_stacks!(
     restarts_of_the_cache_and_the_database_lose_no_accepted_job,
     a_process_started_before_its_cache_waits_for_it,
     two_api_processes_hold_a_tenant_to_its_rate_limit_together,
+    a_worker_that_joins_takes_over_no_running_attempt,
 );
 
 mod a_broker_that_is_down_gets_no_job_accepted {
@@ -269,6 +270,42 @@ async fn a_killed_worker_hands_its_jobs_to_another(stack: Stack) {
         (running_there..=4).contains(&taken_over),
         "{taken_over} jobs ran twice; the dead worker was running {running_there} (at most 4)"
     );
+}
+
+async fn a_worker_that_joins_takes_over_no_running_attempt(stack: Stack) {
+    let deployment = Deployment::new(stack);
+    deployment.migrate().await;
+    let api = deployment.start("api", &[]).await;
+    let app = client(&api);
+    let _first = deployment.start("worker", &["--concurrency", "8"]).await;
+    let joined = app.submit(json!({"type": "echo", "payload": {}})).await;
+    app.wait_for(&id(&joined), "succeeded", Duration::from_secs(30))
+        .await;
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        let job = app
+            .submit(json!({"type": "sleep", "payload": {"ms": 5000}}))
+            .await;
+        ids.push(id(&job));
+    }
+    for id in &ids {
+        app.wait_for(id, "running", Duration::from_secs(30)).await;
+    }
+
+    // On Kafka the newcomer is given partitions whose messages are under way in the first
+    // worker, and receives them again from the last committed offset.
+    let _second = deployment.start("worker", &["--concurrency", "8"]).await;
+    for id in &ids {
+        let job = app.wait_for(id, "succeeded", Duration::from_secs(60)).await;
+        assert_eq!(
+            job["attempts"], 1,
+            "taken over while its worker lived: {job}"
+        );
+    }
+    // The group goes on serving with both.
+    let after = app.submit(json!({"type": "echo", "payload": {}})).await;
+    app.wait_for(&id(&after), "succeeded", Duration::from_secs(30))
+        .await;
 }
 
 /// A series of the metrics at `address`; 0 until it first appears.

@@ -17,6 +17,9 @@ use crate::pool::Shared;
 /// Pause before handing a message back after a failure to record, so that a database outage does
 /// not turn into a hot redelivery loop.
 const REDELIVERY_PAUSE: Duration = Duration::from_millis(500);
+/// How long a worker's claim on a running job outlives its last renewal (every third of it): the
+/// most a dead worker's job waits before another worker takes it over.
+const LEASE: Duration = Duration::from_secs(10);
 
 /// What to do with a delivery once handled.
 enum Settle {
@@ -133,6 +136,11 @@ async fn handle(shared: &Shared, command_job: Job) -> Result<Settle, AttemptErro
             Settle::Later
         });
     };
+    // One worker at a time runs a job: a `running` job whose worker lives (and so renews its
+    // lease) is not taken over, however its message came here (a Kafka rebalance, a requeue).
+    let Some(_lease) = Lease::take(shared, current.id).await else {
+        return Ok(Settle::Later);
+    };
     let Change::Applied(running) = ledger.update(&current, |job| start(job, &current)).await?
     else {
         return Ok(Settle::Ack);
@@ -190,6 +198,54 @@ impl<'a> Registered<'a> {
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
         self.shared.running.lock().unwrap().remove(&self.job_id);
+    }
+}
+
+/// A worker's lease on a job it runs, renewed while held and released when dropped.
+struct Lease {
+    renewal: tokio::task::JoinHandle<()>,
+    ledger: conveyor_store::Ledger,
+    job_id: uuid::Uuid,
+    holder: uuid::Uuid,
+}
+
+impl Lease {
+    /// `None` while another worker's lease on the job is live.
+    async fn take(shared: &Shared, job_id: uuid::Uuid) -> Option<Lease> {
+        let (ledger, holder) = (shared.ledger.clone(), shared.holder);
+        if !ledger.hold_lease(job_id, holder, LEASE).await {
+            return None;
+        }
+        let renewal = tokio::spawn({
+            let ledger = ledger.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(LEASE / 3).await;
+                    if !ledger.hold_lease(job_id, holder, LEASE).await {
+                        // Our renewals failed for a whole lease (a partition, a stall) and another
+                        // worker took the job over: whichever records first, the outcome is one.
+                        tracing::warn!(%job_id, "Another worker took over a job running here.");
+                        return;
+                    }
+                }
+            }
+        });
+        Some(Lease {
+            renewal,
+            ledger,
+            job_id,
+            holder,
+        })
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.renewal.abort();
+        let (ledger, job_id, holder) = (self.ledger.clone(), self.job_id, self.holder);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { ledger.release_lease(job_id, holder).await });
+        }
     }
 }
 

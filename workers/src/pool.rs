@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     pub(crate) settings: WorkerSettings,
     /// Cancellation signals of the attempts running here, by job.
     pub(crate) running: Mutex<HashMap<Uuid, CancellationToken>>,
+    /// Who this process is, as the holder of leases on the jobs it runs.
+    pub(crate) holder: Uuid,
 }
 
 impl WorkerPool {
@@ -60,6 +62,7 @@ impl WorkerPool {
                 topics,
                 settings,
                 running: Mutex::default(),
+                holder: Uuid::now_v7(),
             }),
         }
     }

@@ -24,6 +24,10 @@ const STREAM_LENGTH: usize = 16 * 1024;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 
 static PUT_JOB: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/put_job.lua")));
+static HOLD_LEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/hold_lease.lua")));
+static RELEASE_LEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/release_lease.lua")));
 static ADMIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/admit.lua")));
 
 /// The cache on Redis, shared by every api replica and worker process: the compare-and-set point of
@@ -176,6 +180,26 @@ impl Cache for RedisCache {
             .await
             .map_err(failed("list unfinished jobs"))?;
         Ok(ids.iter().filter_map(|id| id.parse().ok()).collect())
+    }
+
+    async fn hold_lease(&self, job: Uuid, holder: Uuid, ttl: Duration) -> Result<bool, StoreError> {
+        HOLD_LEASE
+            .key(self.keys.lease(job))
+            .arg(holder.to_string())
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut self.commands.clone())
+            .await
+            .map_err(failed("hold a lease"))
+    }
+
+    async fn release_lease(&self, job: Uuid, holder: Uuid) -> Result<(), StoreError> {
+        let _: u8 = RELEASE_LEASE
+            .key(self.keys.lease(job))
+            .arg(holder.to_string())
+            .invoke_async(&mut self.commands.clone())
+            .await
+            .map_err(failed("release a lease"))?;
+        Ok(())
     }
 
     async fn forget_jobs(&self) -> Result<(), StoreError> {

@@ -37,6 +37,11 @@ impl Keys {
         format!("{}inflight:{tenant}", self.prefix)
     }
 
+    /// Which worker holds the lease on a running job, expiring with the lease.
+    pub(crate) fn lease(&self, id: Uuid) -> String {
+        format!("{}lease:{id}", self.prefix)
+    }
+
     /// The theoretical arrival time of a rate limit's `key` (see `conveyor_store::gcra`).
     pub(crate) fn allowance(&self, key: &str) -> String {
         format!("{}rate:{key}", self.prefix)

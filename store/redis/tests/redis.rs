@@ -1,7 +1,7 @@
 //! The Redis cache on a real Redis (`CONVEYOR_TEST_REDIS`, else `redis://127.0.0.1:6379`): versions
 //! never go backwards, terminal states are final, one claim of a key wins, and a change kept through
-//! one replica reaches every other, also after the feed lost its connection; quotas of unfinished
-//! jobs and rate limits are shared by the replicas.
+//! one replica reaches every other, also after the feed lost its connection; rate limits are shared
+//! by the replicas.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -420,36 +420,6 @@ async fn a_redis_that_is_not_there_is_an_error_at_once() {
 #[tokio::test]
 async fn a_live_redis_answers_a_ping() {
     replica(&unique_prefix()).await.ping().await.unwrap();
-}
-
-#[tokio::test]
-async fn unfinished_jobs_count_up_to_the_quota_on_every_replica_and_leave_when_terminal() {
-    let prefix = unique_prefix();
-    let (a, b) = (replica(&prefix).await, replica(&prefix).await);
-    let (first, second) = (job(JobStatus::Queued, 1), job(JobStatus::Queued, 1));
-    assert!(a.admit_in_flight("acme", first.id, 2).await.unwrap());
-    assert!(b.admit_in_flight("acme", second.id, 2).await.unwrap());
-    // Counted once, however often it is admitted.
-    assert!(a.admit_in_flight("acme", first.id, 2).await.unwrap());
-    assert!(!b.admit_in_flight("acme", Uuid::now_v7(), 2).await.unwrap());
-    assert!(
-        a.admit_in_flight("globex", Uuid::now_v7(), 2)
-            .await
-            .unwrap()
-    );
-    assert_eq!(
-        b.oldest_in_flight("acme", 10).await.unwrap(),
-        [first.id, second.id]
-    );
-
-    // A terminal snapshot kept through either replica frees the place.
-    let mut done = first.clone();
-    done.status = JobStatus::Succeeded;
-    done.version = 3;
-    assert!(b.put_job(&done).await.unwrap());
-    assert_eq!(a.oldest_in_flight("acme", 10).await.unwrap(), [second.id]);
-    a.release_in_flight("acme", second.id).await.unwrap();
-    assert!(a.oldest_in_flight("acme", 10).await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use conveyor_schemas::Job;
@@ -23,6 +23,8 @@ pub struct MemoryCache {
     jobs: Moka<Uuid, Arc<Job>>,
     keys: Moka<(String, String), IdempotencyClaim>,
     feed: broadcast::Sender<Arc<Job>>,
+    /// Leases on running jobs: holder and end.
+    leases: Moka<Uuid, (Uuid, Instant)>,
     /// Unfinished jobs per tenant; UUIDv7 ids sort oldest first.
     in_flight: Mutex<HashMap<String, BTreeSet<Uuid>>>,
 }
@@ -46,6 +48,10 @@ impl MemoryCache {
                 .build(),
             feed: broadcast::channel(FEED_CAPACITY).0,
             in_flight: Mutex::default(),
+            leases: Moka::builder()
+                .max_capacity(MAX_JOBS)
+                .time_to_idle(IDLE_JOB_TTL)
+                .build(),
         }
     }
 }
@@ -129,6 +135,32 @@ impl Cache for MemoryCache {
             .get(tenant)
             .map(|jobs| jobs.iter().take(count).copied().collect())
             .unwrap_or_default())
+    }
+
+    async fn hold_lease(&self, job: Uuid, holder: Uuid, ttl: Duration) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut held = false;
+        self.leases.entry(job).and_compute_with(|current| {
+            if let Some(current) = current
+                && current.value().0 != holder
+                && current.value().1 > now
+            {
+                return Op::Nop;
+            }
+            held = true;
+            Op::Put((holder, now + ttl))
+        });
+        Ok(held)
+    }
+
+    async fn release_lease(&self, job: Uuid, holder: Uuid) -> Result<(), StoreError> {
+        self.leases
+            .entry(job)
+            .and_compute_with(|current| match current {
+                Some(current) if current.value().0 == holder => Op::Remove,
+                _ => Op::Nop,
+            });
+        Ok(())
     }
 
     async fn forget_jobs(&self) -> Result<(), StoreError> {

@@ -4,6 +4,7 @@
 mod memory;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use conveyor_schemas::Job;
@@ -73,6 +74,15 @@ pub trait Cache: Send + Sync + 'static {
 
     /// The oldest `count` jobs counted for `tenant`, oldest first.
     async fn oldest_in_flight(&self, tenant: &str, count: usize) -> Result<Vec<Uuid>, StoreError>;
+
+    /// Takes (or renews) the lease on running `job` for `holder` for `ttl`, unless another
+    /// holder's lease on it is live. Returns whether `holder` holds it now: the lease decides which
+    /// worker may run an attempt, so that a worker that is merely slow (or whose broker handed
+    /// its message to another worker) is not taken over, while a dead one is, once its lease ends.
+    async fn hold_lease(&self, job: Uuid, holder: Uuid, ttl: Duration) -> Result<bool, StoreError>;
+
+    /// Ends `holder`'s lease on `job`, if it holds it.
+    async fn release_lease(&self, job: Uuid, holder: Uuid) -> Result<(), StoreError>;
 
     /// Forgets every job snapshot. After an outage during which changes went to the store alone,
     /// the snapshots cached before it may be stale; readers fall back to the store until the
