@@ -23,16 +23,17 @@ use conveyor_events::{Broker, Topics};
 use conveyor_schemas::JobTypeCatalog;
 use conveyor_store::{Database, Ledger};
 
+pub use auth::{AuthSettings, Authenticator, JwksError, JwksSettings, Secret};
 pub use openapi::ApiDoc;
 pub use problem::{ApiError, Problem};
 
-use crate::auth::Authenticator;
 use crate::readiness::Readiness;
 use crate::service::{JobService, JobServiceSettings};
 
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
-    pub jwt_secret: Vec<u8>,
+    /// Who may call `/v1`.
+    pub authenticator: Authenticator,
     /// Largest request body accepted; larger ones get `413`.
     pub max_body_bytes: usize,
     /// Cap on `?wait=` long-polls.
@@ -82,7 +83,7 @@ impl Api {
             ledger: dependencies.ledger,
             topics: settings.topics.clone(),
         });
-        let authenticator = web::Data::new(Authenticator::hs256(&settings.jwt_secret));
+        let authenticator = web::Data::new(settings.authenticator.clone());
         let max_body = settings.max_body_bytes;
         let http_workers = settings.http_workers;
         let settings = web::Data::new(settings);
