@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use conveyor_amqp::{AmqpBroker, AmqpSettings, QueueType};
+use conveyor_api::JwksError;
 use conveyor_events::{Broker, BrokerError, BrokerKind, MemoryBroker, Scheduled, Topics, Topology};
 use conveyor_kafka::{KafkaBroker, KafkaSettings};
 use conveyor_redis::RedisCache;
@@ -167,7 +168,7 @@ impl Backends {
 }
 
 /// Errors worth waiting out (a dependency that is down or starting) rather than giving up on.
-trait Transient {
+pub(crate) trait Transient {
     fn is_transient(&self) -> bool;
 }
 
@@ -183,9 +184,18 @@ impl Transient for BrokerError {
     }
 }
 
+impl Transient for JwksError {
+    fn is_transient(&self) -> bool {
+        matches!(self, JwksError::Unreachable(_))
+    }
+}
+
 /// Runs `connect` until it succeeds, so that a process started before its dependency waits for it
 /// (saying so) instead of crash-looping; errors that waiting cannot cure end the start.
-async fn patiently<T, E, F>(what: &str, mut connect: impl FnMut() -> F) -> anyhow::Result<T>
+pub(crate) async fn patiently<T, E, F>(
+    what: &str,
+    mut connect: impl FnMut() -> F,
+) -> anyhow::Result<T>
 where
     F: Future<Output = Result<T, E>>,
     E: Transient + Display + std::error::Error + Send + Sync + 'static,

@@ -1,6 +1,7 @@
 //! The command line: every option is also a `CONVEYOR_*` environment variable.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use conveyor_api::Secret;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -127,9 +128,27 @@ pub struct HttpArgs {
     /// Address to listen on; port 0 picks a free one.
     #[arg(long, env = "CONVEYOR_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
-    /// HS256 secret that signs client tokens. `dev` makes one up when unset.
+    /// HS256 secret that signs client tokens. `dev` makes one up when unset; `api` needs it or a
+    /// JWKS, or both.
     #[arg(long, env = "CONVEYOR_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<Secret>,
+    /// JWKS whose keys verify RS256, ES256 and EdDSA tokens by their `kid`: a file path or an
+    /// http(s) URL.
+    #[arg(long, env = "CONVEYOR_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// How often the JWKS is read again, in seconds. A token naming an unknown key also sets off
+    /// a read, at most one every few seconds.
+    #[arg(long, env = "CONVEYOR_JWKS_REFRESH_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub jwks_refresh_secs: u64,
+    /// The issuer (`iss`) that tokens signed by JWKS keys must name; not checked when unset.
+    #[arg(long, env = "CONVEYOR_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// The audience (`aud`) that tokens signed by JWKS keys must name; not checked when unset.
+    #[arg(long, env = "CONVEYOR_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Clock skew tolerated on a token's `exp` and `nbf`, in seconds.
+    #[arg(long, env = "CONVEYOR_JWT_LEEWAY_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    pub jwt_leeway_secs: u64,
     /// Largest request body, in bytes.
     #[arg(long, env = "CONVEYOR_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -212,7 +231,7 @@ pub struct WorkerPoolArgs {
 pub struct TokenArgs {
     /// The secret the API verifies with.
     #[arg(long, env = "CONVEYOR_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: String,
+    pub jwt_secret: Secret,
     /// The tenant the token acts for.
     #[arg(long, env = "CONVEYOR_TOKEN_TENANT", default_value = "dev")]
     pub tenant: String,

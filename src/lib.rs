@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use conveyor_api::{
-    Api, ApiDependencies, ApiHandle, ApiSettings, DefaultLimits, InputLimits, Policies,
+    Api, ApiDependencies, ApiHandle, ApiSettings, AuthSettings, Authenticator, DefaultLimits,
+    InputLimits, JwksSettings, Policies, Secret,
 };
 use conveyor_schemas::JobTypeCatalog;
 use conveyor_workers::{Backoff, Recorder, Registry, WorkerPool, WorkerSettings};
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub use backends::{Backends, Role, journal_url};
 pub use config::{Cli, Command};
 
+use crate::backends::patiently;
 use crate::config::{BackendArgs, HttpArgs, LimitArgs, WorkerPoolArgs};
 
 /// A started Conveyor: stop it with [`Running::shutdown`], wait for it with [`Running::wait`].
@@ -96,21 +98,27 @@ pub async fn start(command: Command) -> anyhow::Result<Running> {
                 .http
                 .jwt_secret
                 .clone()
-                .unwrap_or_else(token::random_secret);
-            start_api(&mut running, &backends, &args.http, &secret)?;
+                .unwrap_or_else(|| token::random_secret().into());
+            start_api(&mut running, &backends, &args.http, Some(secret.clone())).await?;
             start_workers(&mut running, &backends, &args.workers);
-            print_dev_banner(&running, &args.backends, &secret);
+            print_dev_banner(&running, &args.backends, secret.expose());
             running.backends = Some(backends);
         }
         Command::Api(args) => {
-            let secret = args
-                .http
-                .jwt_secret
-                .clone()
-                .context("CONVEYOR_JWT_SECRET must be set for `conveyor api`")?;
+            anyhow::ensure!(
+                args.http.jwt_secret.is_some() || args.http.jwks_url.is_some(),
+                "`conveyor api` verifies tokens with CONVEYOR_JWT_SECRET or CONVEYOR_JWKS_URL \
+                 (or both): set one"
+            );
             // The API only publishes; it holds no deliveries.
             let backends = Backends::connect(&args.backends, Role::ApiOnly, 1).await?;
-            start_api(&mut running, &backends, &args.http, &secret)?;
+            start_api(
+                &mut running,
+                &backends,
+                &args.http,
+                args.http.jwt_secret.clone(),
+            )
+            .await?;
             running.backends = Some(backends);
         }
         Command::Worker(args) => {
@@ -135,7 +143,7 @@ pub async fn start(command: Command) -> anyhow::Result<Running> {
         }
         Command::Token(args) => {
             let token = token::mint(
-                args.jwt_secret.as_bytes(),
+                args.jwt_secret.expose().as_bytes(),
                 &args.tenant,
                 &args.subject,
                 &args.scope,
@@ -147,23 +155,37 @@ pub async fn start(command: Command) -> anyhow::Result<Running> {
     Ok(running)
 }
 
-fn start_api(
+async fn start_api(
     running: &mut Running,
     backends: &Backends,
     http: &HttpArgs,
-    secret: &str,
+    secret: Option<Secret>,
 ) -> anyhow::Result<()> {
+    running.jwt_secret = secret.as_ref().map(|secret| secret.expose().to_owned());
+    let auth = AuthSettings {
+        secret,
+        jwks: http.jwks_url.clone().map(|location| JwksSettings {
+            location,
+            refresh_every: Duration::from_secs(http.jwks_refresh_secs),
+        }),
+        issuer: http.jwt_issuer.clone(),
+        audience: http.jwt_audience.clone(),
+        leeway: Duration::from_secs(http.jwt_leeway_secs),
+    };
+    // Settings that cannot work stop the server before it waits for anything.
+    let policies = policies(&http.limits)?;
+    let authenticator = patiently("JWKS", || Authenticator::connect(auth.clone())).await?;
     let api = Api::bind(
         &http.listen,
         dependencies(backends),
         ApiSettings {
-            jwt_secret: secret.as_bytes().to_vec(),
+            authenticator,
             max_body_bytes: http.max_body_bytes,
             max_wait: Duration::from_secs(http.max_wait_secs),
             default_max_attempts: http.default_max_attempts,
             topics: backends.topics.clone(),
             http_workers: http.http_workers,
-            policies: policies(&http.limits)?,
+            policies,
             max_streams_per_tenant: http.limits.max_streams_per_tenant as usize,
             input: InputLimits {
                 max_header_bytes: http.limits.max_header_bytes as usize,
@@ -176,7 +198,6 @@ fn start_api(
     )
     .with_context(|| format!("Failed to listen on {}", http.listen))?;
     running.port = Some(api.port());
-    running.jwt_secret = Some(secret.to_owned());
     running.api = Some(api.handle());
     running
         .tasks

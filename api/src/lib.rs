@@ -25,19 +25,20 @@ use conveyor_events::{Broker, Topics};
 use conveyor_schemas::JobTypeCatalog;
 use conveyor_store::{Database, Ledger, RateLimiter};
 
+pub use auth::{AuthSettings, Authenticator, JwksError, JwksSettings, Secret};
 pub use input_limits::InputLimits;
 pub use openapi::ApiDoc;
 pub use problem::{ApiError, Problem};
 pub use tenants::{DefaultLimits, Policies, PolicyError};
 
-use crate::auth::Authenticator;
 use crate::readiness::Readiness;
 use crate::service::{JobService, JobServiceSettings};
 use crate::sse::OpenStreams;
 
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
-    pub jwt_secret: Vec<u8>,
+    /// Who may call `/v1`.
+    pub authenticator: Authenticator,
     /// Largest request body accepted; larger ones get `413`.
     pub max_body_bytes: usize,
     /// Cap on `?wait=` long-polls.
@@ -94,7 +95,7 @@ impl Api {
             ledger: dependencies.ledger,
             topics: settings.topics.clone(),
         });
-        let authenticator = web::Data::new(Authenticator::hs256(&settings.jwt_secret));
+        let authenticator = web::Data::new(settings.authenticator.clone());
         let policies = web::Data::new(settings.policies.clone());
         let rate_limiter = web::Data::from(dependencies.rate_limiter);
         let input = web::Data::new(settings.input);

@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use utoipa::openapi::Ref;
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::header::HeaderBuilder;
@@ -38,6 +40,12 @@ struct BearerJwt;
 
 impl Modify for BearerJwt {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let description = format!(
+            "A JWT with claims `sub`, `tenant`, `exp` and `scope` (space-separated scopes), signed \
+             HS256 with the server's secret, or RS256, ES256 or EdDSA with the key of the \
+             server's JWKS that its `kid` names.\n\nScopes:\n\n{}- `admin`: every route above\n",
+            scope_table(openapi)
+        );
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
@@ -45,14 +53,44 @@ impl Modify for BearerJwt {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
-                    .description(Some(
-                        "HS256 JWT with claims `sub`, `tenant`, `exp` and `scope` (space-separated: \
-                         jobs:write, jobs:read, events:read, admin).",
-                    ))
+                    .description(Some(description))
                     .build(),
             ),
         );
     }
+}
+
+/// Which routes each scope opens, read from the routes' own `security` so that it cannot drift
+/// from them.
+fn scope_table(openapi: &utoipa::openapi::OpenApi) -> String {
+    let mut routes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (path, item) in &openapi.paths.paths {
+        let operations = [
+            ("GET", &item.get),
+            ("POST", &item.post),
+            ("DELETE", &item.delete),
+            ("PUT", &item.put),
+        ];
+        for (method, operation) in operations {
+            for requirement in operation.iter().flat_map(|o| o.security.iter().flatten()) {
+                // A requirement keeps its scopes private; its JSON is `{"bearer": [scopes]}`.
+                let Ok(requirement) = serde_json::to_value(requirement) else {
+                    continue;
+                };
+                let scopes = requirement["bearer"].as_array().into_iter().flatten();
+                for scope in scopes.filter_map(|scope| scope.as_str()) {
+                    routes
+                        .entry(scope.to_owned())
+                        .or_default()
+                        .push(format!("`{method} {path}`"));
+                }
+            }
+        }
+    }
+    routes
+        .iter()
+        .map(|(scope, routes)| format!("- `{scope}`: {}\n", routes.join(", ")))
+        .collect()
 }
 
 /// The problems every route can answer, added to every operation here rather than repeated in

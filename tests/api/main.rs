@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod auth;
 mod burst;
 mod cancel;
 mod docs;

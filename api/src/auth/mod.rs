@@ -1,5 +1,7 @@
 //! Bearer JWT authentication and per-route scopes.
 
+mod jwks;
+mod secret;
 mod verifier;
 
 use std::future::{Ready, ready};
@@ -11,7 +13,9 @@ use actix_web::{FromRequest, HttpMessage, HttpRequest};
 
 use crate::problem::ApiError;
 
-pub use verifier::Authenticator;
+pub use jwks::{JwksError, JwksSettings};
+pub use secret::Secret;
+pub use verifier::{AuthSettings, Authenticator};
 
 /// Who is calling, from a verified token.
 #[derive(Debug, Clone)]

@@ -1,16 +1,48 @@
 //! Token verification: which keys and algorithms are trusted, and what a valid token must claim.
 
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use super::Caller;
+use super::jwks::{Jwks, JwksError, JwksSettings, Key};
+use super::secret::Secret;
 use crate::problem::ApiError;
 
-/// Checks tokens. Only HS256 is accepted, so `alg: none` and algorithm swaps are refused.
-pub struct Authenticator {
-    key: DecodingKey,
-    validation: Validation,
+/// Which tokens are valid.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// Verifies HS256 tokens that name no key: the ones `conveyor token` mints.
+    pub secret: Option<Secret>,
+    /// Verifies RS256, ES256 and EdDSA tokens, by the key their `kid` names.
+    pub jwks: Option<JwksSettings>,
+    /// The `iss` that tokens signed by JWKS keys must carry; not checked when unset.
+    pub issuer: Option<String>,
+    /// The `aud` that tokens signed by JWKS keys must carry; not checked when unset.
+    pub audience: Option<String>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
+/// Checks tokens. The key decides the algorithm, never the token: a token names a JWKS key with
+/// `kid` or, naming none, is checked with the secret; its `alg` must be the one its key verifies.
+/// So `alg: none`, and an HS256 token keyed with a public key's bytes, are refused.
+#[derive(Clone)]
+pub struct Authenticator(Arc<Inner>);
+
+struct Inner {
+    settings: AuthSettings,
+    secret: Option<Arc<Key>>,
+    jwks: Option<Arc<Jwks>>,
+    /// Tokens signed with the secret are Conveyor's own, minted without issuer or audience.
+    secret_rules: Validation,
+    jwks_rules: Validation,
 }
 
 #[derive(Deserialize)]
@@ -21,36 +53,72 @@ struct Claims {
     scope: String,
 }
 
+/// The part of a token's header that picks its key.
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+    kid: Option<String>,
+}
+
 impl Authenticator {
-    pub fn hs256(secret: &[u8]) -> Authenticator {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.leeway = 30;
-        Authenticator {
-            key: DecodingKey::from_secret(secret),
-            validation,
+    /// Reads the JWKS, when there is one, and keeps it fresh while the authenticator lives.
+    pub async fn connect(settings: AuthSettings) -> Result<Authenticator, JwksError> {
+        let jwks = match &settings.jwks {
+            Some(jwks) => Some(Jwks::load(jwks).await?),
+            None => None,
+        };
+        let secret = settings.secret.as_ref().map(|secret| {
+            Key::new(
+                Algorithm::HS256,
+                DecodingKey::from_secret(secret.expose().as_bytes()),
+            )
+        });
+        let secret_rules = rules(&settings);
+        let mut jwks_rules = rules(&settings);
+        if let Some(issuer) = &settings.issuer {
+            jwks_rules.set_issuer(&[issuer]);
+            jwks_rules.required_spec_claims.insert("iss".into());
         }
+        if let Some(audience) = &settings.audience {
+            jwks_rules.set_audience(&[audience]);
+            jwks_rules.validate_aud = true;
+            jwks_rules.required_spec_claims.insert("aud".into());
+        }
+        Ok(Authenticator(Arc::new(Inner {
+            settings,
+            secret,
+            jwks,
+            secret_rules,
+            jwks_rules,
+        })))
     }
 
     /// The caller `token` speaks for, or why it is refused.
     pub async fn verify(&self, token: &str) -> Result<Caller, ApiError> {
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|error| {
-                ApiError::InvalidToken(match error.kind() {
-                    ErrorKind::ExpiredSignature => "it has expired".into(),
-                    ErrorKind::ImmatureSignature => "it is not valid yet".into(),
-                    ErrorKind::InvalidSignature => "its signature does not match".into(),
-                    ErrorKind::InvalidAlgorithm => "only HS256 tokens are accepted".into(),
-                    ErrorKind::MissingRequiredClaim(claim) => format!("it has no `{claim}` claim"),
-                    ErrorKind::Json(_) => {
-                        "its claims must include `sub`, `tenant` and `exp`".into()
-                    }
-                    _ => "it is malformed".into(),
-                })
-            })?
+        let header = header(token)?;
+        let (key, rules) = self.key_for(&header).await?;
+        match header.alg.parse::<Algorithm>() {
+            Ok(alg) if alg == key.algorithm => {}
+            Ok(alg) => {
+                return Err(refused(format!(
+                    "it says `alg: {alg:?}`, but its key verifies {:?} only",
+                    key.algorithm
+                )));
+            }
+            Err(_) => {
+                return Err(refused(format!(
+                    "its `alg` is not one Conveyor verifies; its key verifies {:?}",
+                    key.algorithm
+                )));
+            }
+        }
+        let mut rules = rules.clone();
+        rules.algorithms = vec![key.algorithm];
+        let claims = jsonwebtoken::decode::<Claims>(token, &key.decoding, &rules)
+            .map_err(|error| self.refusal(error.kind()))?
             .claims;
         if claims.tenant.is_empty() {
-            return Err(ApiError::InvalidToken("its `tenant` claim is empty".into()));
+            return Err(refused("its `tenant` claim is empty"));
         }
         Ok(Caller {
             subject: claims.sub,
@@ -58,4 +126,71 @@ impl Authenticator {
             scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
         })
     }
+
+    async fn key_for(&self, header: &Header) -> Result<(Arc<Key>, &Validation), ApiError> {
+        let inner = &*self.0;
+        match (&header.kid, &inner.jwks, &inner.secret) {
+            (Some(kid), Some(jwks), _) => match jwks.key(kid).await {
+                Some(key) => Ok((key, &inner.jwks_rules)),
+                None => Err(refused("the key it names (`kid`) is not in the JWKS")),
+            },
+            (_, _, Some(secret)) => Ok((secret.clone(), &inner.secret_rules)),
+            (None, Some(_), None) => Err(refused("it names no key (`kid`) of the JWKS")),
+            (_, None, None) => Err(refused("no key is configured to verify tokens")),
+        }
+    }
+
+    fn refusal(&self, error: &ErrorKind) -> ApiError {
+        let settings = &self.0.settings;
+        refused(match error {
+            ErrorKind::ExpiredSignature => "it has expired".into(),
+            ErrorKind::ImmatureSignature => "it is not valid yet (`nbf`)".into(),
+            ErrorKind::InvalidSignature => "its signature does not match its key".into(),
+            ErrorKind::InvalidIssuer => format!(
+                "its issuer (`iss`) is not `{}`",
+                settings.issuer.as_deref().unwrap_or_default()
+            ),
+            ErrorKind::InvalidAudience => format!(
+                "its audience (`aud`) is not `{}`",
+                settings.audience.as_deref().unwrap_or_default()
+            ),
+            ErrorKind::MissingRequiredClaim(claim) => format!("it has no `{claim}` claim"),
+            ErrorKind::Json(_) => "its claims must include `sub`, `tenant` and `exp`".into(),
+            _ => "it is malformed".into(),
+        })
+    }
+}
+
+/// Keys and secrets stay out of `Debug`: only the settings show, the secret redacted.
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Authenticator")
+            .field(&self.0.settings)
+            .finish()
+    }
+}
+
+fn rules(settings: &AuthSettings) -> Validation {
+    let mut rules = Validation::default();
+    rules.set_required_spec_claims(&["exp", "sub"]);
+    rules.leeway = settings.leeway.as_secs();
+    rules.validate_nbf = true;
+    rules.validate_aud = false;
+    rules
+}
+
+fn header(token: &str) -> Result<Header, ApiError> {
+    let header: Header = token
+        .split_once('.')
+        .and_then(|(header, _)| URL_SAFE_NO_PAD.decode(header).ok())
+        .and_then(|json| serde_json::from_slice(&json).ok())
+        .ok_or_else(|| refused("it is not a JWT"))?;
+    if header.alg.eq_ignore_ascii_case("none") {
+        return Err(refused("it is unsigned (`alg: none`)"));
+    }
+    Ok(header)
+}
+
+fn refused(reason: impl Into<String>) -> ApiError {
+    ApiError::InvalidToken(reason.into())
 }
