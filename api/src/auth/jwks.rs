@@ -19,6 +19,8 @@ const UNKNOWN_KID_COOLDOWN: Duration = Duration::from_secs(5);
 /// A key server slower than this counts as unreachable, so that a request naming a new key is not
 /// held for long.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most a key server may answer; a JWKS of many keys is a few kilobytes.
+const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
 /// Where the keys are published and how often they are read again.
 #[derive(Debug, Clone)]
@@ -161,17 +163,27 @@ impl Location {
                 .await
                 .map_err(|error| JwksError::Unreachable(format!("{}: {error}", path.display())))?,
             Location::Http { url, client } => {
-                let response = client
+                let mut response = client
                     .get(url)
                     .send()
                     .await
                     .and_then(reqwest::Response::error_for_status)
                     .map_err(|error| JwksError::Unreachable(causes(&error)))?;
-                response
-                    .bytes()
+                let mut body = Vec::new();
+                while let Some(chunk) = response
+                    .chunk()
                     .await
                     .map_err(|error| JwksError::Unreachable(causes(&error)))?
-                    .to_vec()
+                {
+                    // A key server that answers without end must not fill this process's memory.
+                    if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                        return Err(JwksError::Unreachable(format!(
+                            "{url} answered more than {MAX_JWKS_BYTES} bytes"
+                        )));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                body
             }
         };
         parse(&body)
