@@ -14,7 +14,7 @@ use crate::ApiSettings;
 use crate::auth::{EventsRead, JobsRead, JobsWrite, Scoped};
 use crate::problem::{ApiError, Problem};
 use crate::service::{Cancelled, JobService, KnownEtags, SubmitJob, Submitted};
-use crate::sse;
+use crate::sse::{self, JobEvent};
 
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 const DEFAULT_PAGE: u64 = 20;
@@ -251,7 +251,7 @@ pub(crate) async fn list(
     get, path = "/v1/jobs/{id}/events", tag = "jobs",
     params(("id" = Uuid, Path, description = "The job id")),
     responses(
-        (status = 200, description = "An event stream of job snapshots", content_type = "text/event-stream", body = String),
+        (status = 200, description = "An event stream of job snapshots", content_type = "text/event-stream", body = JobEvent),
         (status = 404, description = "No such job for this tenant", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["events:read"]))
