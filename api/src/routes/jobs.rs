@@ -179,8 +179,8 @@ pub(crate) async fn cancel(
     params(
         ("type" = Option<String>, Query, description = "Only jobs of this type"),
         ("status" = Option<JobStatus>, Query, description = "Only jobs in this status"),
-        ("limit" = Option<u64>, Query, description = "Page size, 1 to 100 (default 20)"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 100, description = "Page size, 1 to 100 (default 20)"),
+        ("cursor" = Option<Uuid>, Query, description = "`next_cursor` of the previous page"),
     ),
     responses(
         (status = 200, description = "A page of jobs", body = JobList),
