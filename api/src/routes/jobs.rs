@@ -59,12 +59,19 @@ pub(crate) async fn submit(
     body: web::Json<Value>,
     service: web::Data<JobService>,
 ) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    // serde also reads a struct from an array, field by field in order: without this,
+    // `["echo", {}, null, null, null]` was accepted as a job.
+    if !body.is_object() {
+        return Err(ApiError::InvalidField {
+            field: "body".into(),
+            message: "the body must be a JSON object".into(),
+        });
+    }
     let submission: SubmitJob =
-        serde_path_to_error::deserialize(body.into_inner()).map_err(|error| {
-            ApiError::InvalidField {
-                field: field_of(&error),
-                message: error.inner().to_string(),
-            }
+        serde_path_to_error::deserialize(body).map_err(|error| ApiError::InvalidField {
+            field: field_of(&error),
+            message: error.inner().to_string(),
         })?;
     let key = idempotency_key(request.headers())?;
     let (mut response, job) = match service.submit(&caller, submission, key).await? {
