@@ -42,10 +42,12 @@ pub struct SubmitJob {
     #[serde(default = "empty_object")]
     pub payload: Value,
     /// Attempts before the job fails for good (1 to 100).
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
     /// Not before this time (RFC 3339); the job waits as `scheduled`.
     pub run_at: Option<DateTime<Utc>>,
     /// Time limit of each attempt, in milliseconds (1 to 86,400,000).
+    #[schema(minimum = 1, maximum = 86400000)]
     pub timeout_ms: Option<u64>,
 }
 

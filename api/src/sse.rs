@@ -9,6 +9,10 @@ use bytes::Bytes;
 use conveyor_schemas::Job;
 use futures_util::Stream;
 use tokio::sync::broadcast;
+use utoipa::openapi::extensions::Extensions;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::service::JobService;
 
@@ -55,6 +59,39 @@ impl Drop for StreamSlot {
         }
     }
 }
+
+/// One event of a job's stream, as the OpenAPI document describes each event of the
+/// `text/event-stream` answer: `id` is the job's version, `data` the job as JSON. Only a type to
+/// describe with; the frames are written by [`job_events`].
+pub(crate) enum JobEvent {}
+
+impl PartialSchema for JobEvent {
+    fn schema() -> RefOr<Schema> {
+        // utoipa has no builder for `contentSchema`, so it goes in beside the other keywords.
+        let job_as_json = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("The job, as JSON"))
+            .content_media_type("application/json")
+            .extensions(Some(Extensions::from_iter([(
+                "contentSchema",
+                serde_json::to_value(Ref::from_schema_name(Job::name()))
+                    .expect("a reference serializes"),
+            )])));
+        ObjectBuilder::new()
+            .property(
+                "id",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(Some("The job's version")),
+            )
+            .property("data", job_as_json)
+            .required("id")
+            .required("data")
+            .into()
+    }
+}
+
+impl ToSchema for JobEvent {}
 
 struct Follow {
     job: Job,

@@ -20,4 +20,5 @@ mod retries;
 mod schedule;
 mod stack;
 mod submit;
+mod submit_properties;
 mod tenants;

@@ -17,7 +17,7 @@ use crate::input_limits::{InputLimits, check_json};
 use crate::metrics;
 use crate::problem::{ApiError, Problem};
 use crate::service::{Cancelled, JobService, KnownEtags, SubmitJob, Submitted};
-use crate::sse::{self, OpenStreams};
+use crate::sse::{self, JobEvent, OpenStreams};
 use crate::tenants::TenantLimits;
 
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
@@ -65,13 +65,20 @@ pub(crate) async fn submit(
     service: web::Data<JobService>,
     input: web::Data<InputLimits>,
 ) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    // serde also reads a struct from an array, field by field in order: without this,
+    // `["echo", {}, null, null, null]` was accepted as a job.
+    if !body.is_object() {
+        return Err(ApiError::InvalidField {
+            field: "body".into(),
+            message: "the body must be a JSON object".into(),
+        });
+    }
     check_json(&body, &input)?;
     let submission: SubmitJob =
-        serde_path_to_error::deserialize(body.into_inner()).map_err(|error| {
-            ApiError::InvalidField {
-                field: field_of(&error),
-                message: error.inner().to_string(),
-            }
+        serde_path_to_error::deserialize(body).map_err(|error| ApiError::InvalidField {
+            field: field_of(&error),
+            message: error.inner().to_string(),
         })?;
     let key = idempotency_key(request.headers())?;
     let (mut response, job) = match service.submit(&caller, &limits, submission, key).await? {
@@ -186,8 +193,8 @@ pub(crate) async fn cancel(
     params(
         ("type" = Option<String>, Query, description = "Only jobs of this type"),
         ("status" = Option<JobStatus>, Query, description = "Only jobs in this status"),
-        ("limit" = Option<u64>, Query, description = "Page size, 1 to 100 (default 20)"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 100, description = "Page size, 1 to 100 (default 20)"),
+        ("cursor" = Option<Uuid>, Query, description = "`next_cursor` of the previous page"),
     ),
     responses(
         (status = 200, description = "A page of jobs", body = JobList),
@@ -258,7 +265,7 @@ pub(crate) async fn list(
     get, path = "/v1/jobs/{id}/events", tag = "jobs",
     params(("id" = Uuid, Path, description = "The job id")),
     responses(
-        (status = 200, description = "An event stream of job snapshots", content_type = "text/event-stream", body = String),
+        (status = 200, description = "An event stream of job snapshots", content_type = "text/event-stream", body = JobEvent),
         (status = 404, description = "No such job for this tenant", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "The tenant's read rate limit is used up (`rate_limited`), or it has as many streams open on this server as it may (`too_many_streams`)", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u32))),
