@@ -153,24 +153,8 @@ on_real_stacks!(
     a_process_started_before_its_cache_waits_for_it,
     two_api_processes_hold_a_tenant_to_its_rate_limit_together,
     a_worker_that_joins_takes_over_no_running_attempt,
+    a_broker_that_is_down_gets_no_job_accepted,
 );
-
-mod a_broker_that_is_down_gets_no_job_accepted {
-    use crate::helpers::Stack;
-
-    /// Two runs in three hang on tansu after the broker is killed and restarted (Kafka consumer
-    /// threads waiting on the restarted broker); run it with `--ignored` while that is open.
-    #[ignore = "hangs in two runs of three on tansu after a broker restart; see the issue 4 note"]
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn kafka() {
-        super::a_broker_that_is_down_gets_no_job_accepted(Stack::Kafka).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn amqp() {
-        super::a_broker_that_is_down_gets_no_job_accepted(Stack::Amqp).await;
-    }
-}
 
 async fn replica_b_serves_what_replica_a_accepted(stack: Stack) {
     let deployment = Deployment::new(stack);

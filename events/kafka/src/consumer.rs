@@ -2,7 +2,8 @@
 //! that keeps polling it, so rebalances and liveness are served even while every delivery is
 //! busy and nobody calls `recv`.
 
-use std::sync::{Arc, Weak};
+use std::ops::Deref;
+use std::sync::{Arc, Weak, mpsc};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,6 +25,11 @@ const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
 /// How long a dropped subscription stays in its group for the deliveries it handed out to be
 /// settled (a worker pool finishing its running jobs), before it leaves anyway.
 const CLOSE_GRACE: Duration = Duration::from_secs(60);
+/// How long the closing of a consumer is waited for, by its polling task and by a runtime shutting
+/// down: librdkafka's close waits for every commit in flight, and one that the broker's going away
+/// interrupted is retried until the broker is back, without a bound. Longer than the session
+/// timeout, after which librdkafka gives up the commits still waiting for a coordinator.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Joins the Kafka consumer group of `group` on `topic`.
 pub(crate) fn subscribe(
@@ -55,11 +61,11 @@ pub(crate) fn subscribe(
     consumer
         .subscribe(&[topic])
         .map_err(|error| unavailable(&format!("cannot subscribe to {topic}"), error))?;
-    let consumer = Arc::new(consumer);
+    let inbox = consumer.context().clone();
     let (closer, closed) = oneshot::channel();
-    tokio::spawn(poll(consumer.clone(), closed));
+    tokio::spawn(poll(Owned(Some(consumer)), closed));
     Ok(Box::new(KafkaSubscription {
-        consumer,
+        inbox,
         _closer: closer,
     }))
 }
@@ -71,7 +77,7 @@ pub(crate) fn group_id(topic: &str, group: &str) -> String {
 }
 
 struct KafkaSubscription {
-    consumer: Arc<KafkaConsumer>,
+    inbox: Arc<Inbox>,
     /// Dropped with the subscription, which tells the polling task to close the consumer.
     _closer: oneshot::Sender<()>,
 }
@@ -79,7 +85,7 @@ struct KafkaSubscription {
 #[async_trait]
 impl Subscription for KafkaSubscription {
     async fn recv(&mut self, max: usize) -> Result<Vec<Delivery>, BrokerError> {
-        let inbox = self.consumer.context();
+        let inbox = &self.inbox;
         loop {
             if let Some(batch) = inbox.take(max)? {
                 let handle = Arc::downgrade(inbox);
@@ -96,14 +102,14 @@ impl Subscription for KafkaSubscription {
 /// Polls the consumer and commits acknowledged positions until the subscription is dropped; then
 /// lets the deliveries still out be settled and closes it: its revocation commits what they
 /// acknowledged before it leaves the group.
-async fn poll(consumer: Arc<KafkaConsumer>, mut closed: oneshot::Receiver<()>) {
+async fn poll(consumer: Owned, mut closed: oneshot::Receiver<()>) {
     let inbox = consumer.context().clone();
     let mut commits = tokio::time::interval(COMMIT_INTERVAL);
     loop {
         let has_room = inbox.has_room();
         tokio::select! {
             _ = &mut closed => break,
-            _ = commits.tick() => inbox.commit_moved(consumer.as_ref()),
+            _ = commits.tick() => inbox.commit_moved(&*consumer),
             _ = inbox.room(), if !has_room => {}
             received = consumer.recv(), if has_room => match received {
                 Ok(message) => inbox.fetched(&message),
@@ -111,7 +117,7 @@ async fn poll(consumer: Arc<KafkaConsumer>, mut closed: oneshot::Receiver<()>) {
             },
         }
     }
-    inbox.close(consumer.as_ref());
+    inbox.close(&*consumer);
     let grace = tokio::time::sleep(CLOSE_GRACE);
     tokio::pin!(grace);
     loop {
@@ -121,16 +127,58 @@ async fn poll(consumer: Arc<KafkaConsumer>, mut closed: oneshot::Receiver<()>) {
                 tracing::warn!(grace = ?CLOSE_GRACE, "Deliveries were still unsettled when the grace period ended; they will be delivered again.");
                 break;
             }
-            _ = commits.tick() => inbox.commit_moved(consumer.as_ref()),
+            _ = commits.tick() => inbox.commit_moved(&*consumer),
             // Serves rebalances meanwhile; fetching is paused, so no message comes.
             _ = consumer.recv() => {}
         }
     }
-    // Closing waits for the group to let the consumer go.
-    let closing = tokio::task::spawn_blocking(move || drop(consumer));
-    if let Err(error) = closing.await {
-        tracing::warn!(%error, "Could not close a Kafka consumer.");
+    let closing = consumer.close();
+    // A blocking task, which a runtime shutting down waits for: a process that stops lets its
+    // consumers leave their groups, instead of leaving their partitions idle for a session timeout.
+    let waited = tokio::task::spawn_blocking(move || closing.recv_timeout(CLOSE_TIMEOUT)).await;
+    if !matches!(waited, Ok(Ok(()))) {
+        tracing::warn!(timeout = ?CLOSE_TIMEOUT, "A Kafka consumer did not close in time; it goes on closing in the background.");
     }
+}
+
+/// The consumer of a polling task, closed on a thread of its own however the task ends: a runtime
+/// shutting down drops the task wherever it waits, and a close that never ends must not hold up the
+/// shutdown there.
+struct Owned(Option<KafkaConsumer>);
+
+impl Owned {
+    fn close(mut self) -> mpsc::Receiver<()> {
+        close(self.0.take().expect("a consumer is closed once"))
+    }
+}
+
+impl Deref for Owned {
+    type Target = KafkaConsumer;
+
+    fn deref(&self) -> &KafkaConsumer {
+        self.0
+            .as_ref()
+            .expect("a consumer is used until it is closed")
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.0.take() {
+            close(consumer);
+        }
+    }
+}
+
+/// Starts closing `consumer`; the receiver hears when it is closed.
+fn close(consumer: KafkaConsumer) -> mpsc::Receiver<()> {
+    let (closed, hear) = mpsc::channel();
+    // Dropping closes: it waits for the group to let the consumer go.
+    std::thread::spawn(move || {
+        drop(consumer);
+        let _ = closed.send(());
+    });
+    hear
 }
 
 fn deliver(inbox: Weak<Inbox>, held: Held) -> Delivery {
