@@ -54,36 +54,10 @@ async fn a_tenant_past_its_submission_rate_gets_429_with_retry_after_and_others_
         "{body}"
     );
 
-    // Nothing was accepted for the refused request (lists come from the store, which the
-    // recorder fills behind the broker: wait for the three), and another tenant has its own
-    // allowance.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let page: Value = app
-            .get("/v1/jobs")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let mut listed: Vec<String> = page["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|job| job["id"].as_str().unwrap().to_owned())
-            .collect();
-        if listed.len() >= accepted.len() {
-            listed.sort();
-            assert_eq!(listed, accepted);
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the recorder never caught up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Nothing was accepted for the refused request, and another tenant has its own allowance.
+    let mut listed = app.listed("/v1/jobs", accepted.len()).await;
+    listed.sort();
+    assert_eq!(listed, accepted);
     as_tenant(&app, "globex").submit(echo(json!({}))).await;
 }
 
@@ -212,14 +186,7 @@ async fn the_tenants_file_overrides_limits_and_allowed_job_types_per_tenant() {
     let refused = app.post_job(&sleep_job(10)).send().await.unwrap();
     let body = problem(refused, StatusCode::FORBIDDEN, "job_type_not_allowed").await;
     assert_eq!(body["field"], "type");
-    let types: Value = app
-        .get("/v1/job-types")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let types = app.get_json("/v1/job-types").await;
     let names: Vec<&str> = types["items"]
         .as_array()
         .unwrap()
