@@ -1,5 +1,6 @@
 //! One delivery of a `job.run.v1` command, from claim to acknowledgement.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -138,7 +139,7 @@ async fn handle(shared: &Shared, command_job: Job) -> Result<Settle, AttemptErro
     };
     // One worker at a time runs a job: a `running` job whose worker lives (and so renews its
     // lease) is not taken over, however its message came here (a Kafka rebalance, a requeue).
-    let Some(_lease) = Lease::take(shared, current.id).await else {
+    let Some(lease) = Lease::take(shared, current.id).await else {
         return Ok(Settle::Later);
     };
     let Change::Applied(running) = ledger.update(&current, |job| start(job, &current)).await?
@@ -161,10 +162,13 @@ async fn handle(shared: &Shared, command_job: Job) -> Result<Settle, AttemptErro
         finish(shared, &running, Outcome::Failed(lost)).await?;
         return Ok(Settle::Ack);
     }
-    let outcome = execute(shared, handler, &running, &registered.cancel).await;
-    // Still registered while the outcome is recorded, so that no other delivery of the job
-    // mistakes it for an attempt whose worker was lost.
+    let outcome = lease
+        .renewing(execute(shared, handler, &running, &registered.cancel))
+        .await;
+    // Still registered (and leased) while the outcome is recorded, so that no other delivery of
+    // the job mistakes it for an attempt whose worker was lost.
     finish(shared, &running, outcome).await?;
+    lease.release().await;
     drop(registered);
     Ok(Settle::Ack)
 }
@@ -201,47 +205,65 @@ impl Drop for Registered<'_> {
     }
 }
 
-/// A worker's lease on a job it runs, renewed while held and released when dropped.
+/// A worker's lease on a job it runs: renewed while its attempt runs, released once the outcome
+/// is recorded (or, on any other way out, when dropped).
 struct Lease {
-    renewal: tokio::task::JoinHandle<()>,
     ledger: conveyor_store::Ledger,
     job_id: uuid::Uuid,
     holder: uuid::Uuid,
+    released: bool,
 }
 
 impl Lease {
     /// `None` while another worker's lease on the job is live.
     async fn take(shared: &Shared, job_id: uuid::Uuid) -> Option<Lease> {
         let (ledger, holder) = (shared.ledger.clone(), shared.holder);
-        if !ledger.hold_lease(job_id, holder, LEASE).await {
-            return None;
-        }
-        let renewal = tokio::spawn({
-            let ledger = ledger.clone();
-            async move {
-                loop {
-                    tokio::time::sleep(LEASE / 3).await;
-                    if !ledger.hold_lease(job_id, holder, LEASE).await {
-                        // Our renewals failed for a whole lease (a partition, a stall) and another
-                        // worker took the job over: whichever records first, the outcome is one.
-                        tracing::warn!(%job_id, "Another worker took over a job running here.");
-                        return;
-                    }
+        ledger
+            .hold_lease(job_id, holder, LEASE)
+            .await
+            .then_some(Lease {
+                ledger,
+                job_id,
+                holder,
+                released: false,
+            })
+    }
+
+    /// Runs `attempt`, renewing the lease meanwhile. Renewed in the attempt's own task rather
+    /// than a task of its own: most attempts end long before the first renewal.
+    async fn renewing<T>(&self, attempt: impl Future<Output = T>) -> T {
+        let renew = async {
+            loop {
+                tokio::time::sleep(LEASE / 3).await;
+                if !self
+                    .ledger
+                    .hold_lease(self.job_id, self.holder, LEASE)
+                    .await
+                {
+                    // Our renewals failed for a whole lease (a partition, a stall) and another
+                    // worker took the job over: whichever records first, the outcome is one.
+                    tracing::warn!(job_id = %self.job_id, "Another worker took over a job running here.");
+                    return std::future::pending().await;
                 }
             }
-        });
-        Some(Lease {
-            renewal,
-            ledger,
-            job_id,
-            holder,
-        })
+        };
+        tokio::select! {
+            outcome = attempt => outcome,
+            never = renew => never,
+        }
+    }
+
+    async fn release(mut self) {
+        self.released = true;
+        self.ledger.release_lease(self.job_id, self.holder).await;
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.renewal.abort();
+        if self.released {
+            return;
+        }
         let (ledger, job_id, holder) = (self.ledger.clone(), self.job_id, self.holder);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move { ledger.release_lease(job_id, holder).await });
