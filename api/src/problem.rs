@@ -62,8 +62,8 @@ pub enum ApiError {
     JobNotFound,
     #[error("there is no such route; /docs lists them")]
     RouteNotFound,
-    #[error("this route does not take that method; /docs lists the ones it takes")]
-    MethodNotAllowed,
+    #[error("this route does not take that method; it takes {0}")]
+    MethodNotAllowed(&'static str),
     #[error("the job is already {} and cannot be cancelled", .0.as_str())]
     NotCancellable(JobStatus),
     #[error("this Idempotency-Key was used with a different request")]
@@ -146,7 +146,7 @@ impl ApiError {
             ),
             JobNotFound => (StatusCode::NOT_FOUND, "job_not_found", "Job not found"),
             RouteNotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
-            MethodNotAllowed => (
+            MethodNotAllowed(_) => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 "Method not allowed",
@@ -304,6 +304,9 @@ impl ResponseError for ApiError {
             | ApiError::InFlightQuotaExceeded { .. }
             | ApiError::TooManyStreams { .. } => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
+            }
+            ApiError::MethodNotAllowed(allow) => {
+                response.insert_header((header::ALLOW, *allow));
             }
             ApiError::RateLimited { retry_after, .. } => {
                 response.insert_header((

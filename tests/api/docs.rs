@@ -142,6 +142,7 @@ async fn health_readiness_and_metrics_answer() {
 async fn a_wrong_method_is_a_405_problem() {
     let app = spawn_app().await;
     let response = app.client.put(app.url("/v1/jobs")).send().await.unwrap();
+    assert_eq!(response.headers()["allow"], "GET, POST");
     crate::helpers::problem(
         response,
         StatusCode::METHOD_NOT_ALLOWED,

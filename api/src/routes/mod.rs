@@ -6,26 +6,44 @@ pub(crate) mod job_types;
 pub(crate) mod jobs;
 
 use actix_web::middleware::from_fn;
-use actix_web::{Route, web};
+use actix_web::{HttpResponse, Resource, Route, web};
 
 use crate::gate;
 use crate::problem::ApiError;
 
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
     let resources = [
-        web::resource("/v1/jobs")
-            .route(gated(web::post().to(jobs::submit)))
-            .route(gated(web::get().to(jobs::list))),
-        web::resource("/v1/jobs/{id}")
-            .route(gated(web::get().to(jobs::get)))
-            .route(gated(web::delete().to(jobs::cancel))),
-        web::resource("/v1/jobs/{id}/events").route(gated(web::get().to(jobs::events))),
-        web::resource("/v1/job-types").route(gated(web::get().to(job_types::list))),
-        web::resource("/openapi.json").route(web::get().to(docs::openapi_json)),
-        web::resource("/docs").route(web::get().to(docs::reference)),
+        (
+            "GET, POST",
+            web::resource("/v1/jobs")
+                .route(gated(web::post().to(jobs::submit)))
+                .route(gated(web::get().to(jobs::list))),
+        ),
+        (
+            "GET, DELETE",
+            web::resource("/v1/jobs/{id}")
+                .route(gated(web::get().to(jobs::get)))
+                .route(gated(web::delete().to(jobs::cancel))),
+        ),
+        (
+            "GET",
+            web::resource("/v1/jobs/{id}/events").route(gated(web::get().to(jobs::events))),
+        ),
+        (
+            "GET",
+            web::resource("/v1/job-types").route(gated(web::get().to(job_types::list))),
+        ),
+        (
+            "GET",
+            web::resource("/openapi.json").route(web::get().to(docs::openapi_json)),
+        ),
+        (
+            "GET",
+            web::resource("/docs").route(web::get().to(docs::reference)),
+        ),
     ];
-    for resource in resources {
-        config.service(resource.default_service(web::to(method_not_allowed)));
+    for (allow, resource) in resources {
+        config.service(refusing_other_methods(resource, allow));
     }
     configure_operations(config);
 }
@@ -44,10 +62,13 @@ pub(crate) fn configure_operations(config: &mut web::ServiceConfig) {
         web::resource("/metrics").route(web::get().to(health::metrics)),
     ];
     for resource in resources {
-        config.service(resource.default_service(web::to(method_not_allowed)));
+        config.service(refusing_other_methods(resource, "GET"));
     }
 }
 
-async fn method_not_allowed() -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+/// Answers a method the resource does not take with a `405` naming those it takes (`Allow`).
+fn refusing_other_methods(resource: Resource, allow: &'static str) -> Resource {
+    resource.default_service(web::to(move || async move {
+        Err::<HttpResponse, _>(ApiError::MethodNotAllowed(allow))
+    }))
 }
