@@ -42,7 +42,9 @@ struct Inner {
     jwks: Option<Arc<Jwks>>,
     /// Tokens signed with the secret are Conveyor's own, minted without issuer or audience.
     secret_rules: Validation,
-    jwks_rules: Validation,
+    /// One set of rules per algorithm a JWKS key verifies (jsonwebtoken wants every algorithm it
+    /// is given to suit the key), built once rather than per request.
+    jwks_rules: Vec<Validation>,
 }
 
 #[derive(Deserialize)]
@@ -73,17 +75,23 @@ impl Authenticator {
                 DecodingKey::from_secret(secret.expose().as_bytes()),
             )
         });
-        let secret_rules = rules(&settings);
-        let mut jwks_rules = rules(&settings);
-        if let Some(issuer) = &settings.issuer {
-            jwks_rules.set_issuer(&[issuer]);
-            jwks_rules.required_spec_claims.insert("iss".into());
-        }
-        if let Some(audience) = &settings.audience {
-            jwks_rules.set_audience(&[audience]);
-            jwks_rules.validate_aud = true;
-            jwks_rules.required_spec_claims.insert("aud".into());
-        }
+        let secret_rules = rules(&settings, Algorithm::HS256);
+        let jwks_rules = JWKS_ALGORITHMS
+            .iter()
+            .map(|&algorithm| {
+                let mut rules = rules(&settings, algorithm);
+                if let Some(issuer) = &settings.issuer {
+                    rules.set_issuer(&[issuer]);
+                    rules.required_spec_claims.insert("iss".into());
+                }
+                if let Some(audience) = &settings.audience {
+                    rules.set_audience(&[audience]);
+                    rules.validate_aud = true;
+                    rules.required_spec_claims.insert("aud".into());
+                }
+                rules
+            })
+            .collect();
         Ok(Authenticator(Arc::new(Inner {
             settings,
             secret,
@@ -112,9 +120,7 @@ impl Authenticator {
                 )));
             }
         }
-        let mut rules = rules.clone();
-        rules.algorithms = vec![key.algorithm];
-        let claims = jsonwebtoken::decode::<Claims>(token, &key.decoding, &rules)
+        let claims = jsonwebtoken::decode::<Claims>(token, &key.decoding, rules)
             .map_err(|error| self.refusal(error.kind()))?
             .claims;
         if claims.tenant.is_empty() {
@@ -130,10 +136,18 @@ impl Authenticator {
     async fn key_for(&self, header: &Header) -> Result<(Arc<Key>, &Validation), ApiError> {
         let inner = &*self.0;
         match (&header.kid, &inner.jwks, &inner.secret) {
-            (Some(kid), Some(jwks), _) => match jwks.key(kid).await {
-                Some(key) => Ok((key, &inner.jwks_rules)),
-                None => Err(refused("the key it names (`kid`) is not in the JWKS")),
-            },
+            (Some(kid), Some(jwks), _) => {
+                let key = jwks
+                    .key(kid)
+                    .await
+                    .ok_or_else(|| refused("the key it names (`kid`) is not in the JWKS"))?;
+                let rules = inner
+                    .jwks_rules
+                    .iter()
+                    .find(|rules| rules.algorithms == [key.algorithm])
+                    .ok_or_else(|| ApiError::Internal("a JWKS key of no known algorithm".into()))?;
+                Ok((key, rules))
+            }
             (_, _, Some(secret)) => Ok((secret.clone(), &inner.secret_rules)),
             (None, Some(_), None) => Err(refused("it names no key (`kid`) of the JWKS")),
             (_, None, None) => Err(refused("no key is configured to verify tokens")),
@@ -170,14 +184,17 @@ impl fmt::Debug for Authenticator {
     }
 }
 
-fn rules(settings: &AuthSettings) -> Validation {
-    let mut rules = Validation::default();
+fn rules(settings: &AuthSettings, algorithm: Algorithm) -> Validation {
+    let mut rules = Validation::new(algorithm);
     rules.set_required_spec_claims(&["exp", "sub"]);
     rules.leeway = settings.leeway.as_secs();
     rules.validate_nbf = true;
     rules.validate_aud = false;
     rules
 }
+
+/// The algorithms a JWKS key can verify (see `jwks::verifying_key`).
+const JWKS_ALGORITHMS: [Algorithm; 3] = [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA];
 
 fn header(token: &str) -> Result<Header, ApiError> {
     let header: Header = token
