@@ -99,8 +99,7 @@ pub(crate) async fn admit(
     Ok(response)
 }
 
-/// Takes one request from the caller's allowance. A limiter that cannot answer lets the request
-/// through: a rate limit protects the service, and refusing every tenant would not.
+/// Takes one request from the caller's allowance.
 async fn take(limiter: &dyn RateLimiter, caller: &Caller, policy: Policy, rate: Rate) -> Verdict {
     // The tenant goes in with its length: `a:b` + `c` must not meet `a` + `b:c`.
     let key = format!(
@@ -109,15 +108,7 @@ async fn take(limiter: &dyn RateLimiter, caller: &Caller, policy: Policy, rate: 
         caller.tenant,
         policy.name()
     );
-    limiter.take(&key, rate).await.unwrap_or_else(|error| {
-        tracing::warn!(%error, tenant = %caller.tenant, "The rate limiter cannot answer; letting the request through.");
-        Verdict {
-            allowed: true,
-            remaining: rate.burst(),
-            reset: std::time::Duration::ZERO,
-            retry_after: std::time::Duration::ZERO,
-        }
-    })
+    limiter.take(&key, rate).await
 }
 
 fn describe(headers: &mut HeaderMap, policy: Policy, rate: Rate, verdict: Verdict) {

@@ -8,8 +8,6 @@ use async_trait::async_trait;
 use moka::ops::compute::Op;
 use moka::sync::Cache as Moka;
 
-use crate::StoreError;
-
 /// A sustained rate with a burst: up to `burst` requests at once, then one per `1/per_second`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rate {
@@ -89,8 +87,9 @@ pub fn gcra(tat: Option<u64>, now: u64, rate: Rate) -> (Verdict, Option<u64>) {
 
 #[async_trait]
 pub trait RateLimiter: Send + Sync + 'static {
-    /// Takes one request from the allowance of `key` at `rate`.
-    async fn take(&self, key: &str, rate: Rate) -> Result<Verdict, StoreError>;
+    /// Takes one request from the allowance of `key` at `rate`. Always answers: a limiter whose
+    /// shared state cannot be reached limits on its own meanwhile.
+    async fn take(&self, key: &str, rate: Rate) -> Verdict;
 }
 
 /// Keys not used for this long are dropped; any allowance is whole again long before.
@@ -141,8 +140,8 @@ impl MemoryRateLimiter {
 
 #[async_trait]
 impl RateLimiter for MemoryRateLimiter {
-    async fn take(&self, key: &str, rate: Rate) -> Result<Verdict, StoreError> {
-        Ok(self.take_now(key, rate))
+    async fn take(&self, key: &str, rate: Rate) -> Verdict {
+        self.take_now(key, rate)
     }
 }
 

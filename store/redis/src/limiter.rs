@@ -53,13 +53,13 @@ impl RedisRateLimiter {
 
 #[async_trait]
 impl RateLimiter for RedisRateLimiter {
-    async fn take(&self, key: &str, rate: Rate) -> Result<Verdict, StoreError> {
+    async fn take(&self, key: &str, rate: Rate) -> Verdict {
         match self.take_shared(key, rate).await {
             Ok(verdict) => {
                 if self.degraded.swap(false, Ordering::Relaxed) {
                     tracing::info!("Redis answers again; rate limits are shared again.");
                 }
-                Ok(verdict)
+                verdict
             }
             Err(error) => {
                 if !self.degraded.swap(true, Ordering::Relaxed) {
