@@ -65,8 +65,12 @@ pub(crate) async fn guard(
         };
         return Ok(request.into_response(error.error_response()));
     }
-    let deadline = tokio::time::Instant::now() + limits.client_timeout;
     let body = request.take_payload();
+    if let Payload::None = body {
+        // Most requests (every GET) have no body to wait for.
+        return Ok(next.call(request).await?.map_into_boxed_body());
+    }
+    let deadline = tokio::time::Instant::now() + limits.client_timeout;
     let timed = futures_util::stream::unfold(Some(body), move |body| async move {
         let mut body = body?;
         match tokio::time::timeout_at(deadline, body.next()).await {
