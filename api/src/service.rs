@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use conveyor_events::{Broker, Command, Outgoing, Topics};
+use conveyor_schemas::lifecycle::{self, Event, Kept};
 use conveyor_schemas::{Job, JobStatus, JobTypeCatalog, PayloadRejected};
 use conveyor_store::{Change, IdempotencyClaim, JobPage, JobQuery, Ledger};
 use futures_util::future::BoxFuture;
@@ -292,15 +293,10 @@ impl JobService {
 
     fn new_job(&self, caller: &Caller, request: SubmitJob, idempotency_key: Option<String>) -> Job {
         let now = Utc::now();
-        let scheduled = request.run_at.is_some_and(|at| at > now);
         Job {
             id: Uuid::now_v7(),
             job_type: request.job_type,
-            status: if scheduled {
-                JobStatus::Scheduled
-            } else {
-                JobStatus::Queued
-            },
+            status: lifecycle::accepted_status(request.run_at, now),
             payload: request.payload,
             result: None,
             error: None,
@@ -401,35 +397,17 @@ impl JobService {
 
     pub async fn cancel(&self, caller: &Caller, id: Uuid) -> Result<Cancelled, ApiError> {
         let job = self.get(caller, id).await?;
-        let change = self
-            .ledger
-            .update(&job, |current| {
-                let mut next = current.clone();
-                if current.status.is_waiting() {
-                    next.status = JobStatus::Cancelled;
-                    next.error = Some("cancelled at the client's request".into());
-                    next.finished_at = Some(Utc::now());
-                } else if current.status == JobStatus::Running && !current.cancel_requested {
-                    next.cancel_requested = true;
-                } else {
-                    return None;
-                }
-                Some(next)
-            })
-            .await?;
-        match change {
+        match self.ledger.apply(&job, &Event::Cancel).await? {
             Change::Applied(job) if job.status == JobStatus::Cancelled => {
                 metrics::CANCELLED_WAITING
                     .with_label_values(&[&job.job_type])
                     .inc();
                 Ok(Cancelled::Now(job))
             }
-            Change::Applied(job) => Ok(Cancelled::Requested(job)),
-            Change::Declined(job) if job.status.is_terminal() => {
-                Err(ApiError::NotCancellable(job.status))
+            Change::Applied(job) | Change::Declined(job, Kept::CancelRequested) => {
+                Ok(Cancelled::Requested(job))
             }
-            // Running, and its cancellation was asked for already.
-            Change::Declined(job) => Ok(Cancelled::Requested(job)),
+            Change::Declined(job, _) => Err(ApiError::NotCancellable(job.status)),
         }
     }
 

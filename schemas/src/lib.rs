@@ -3,6 +3,7 @@
 
 mod catalog;
 mod job;
+pub mod lifecycle;
 
 pub use catalog::{FieldError, JobTypeCatalog, JobTypeInfo, PayloadRejected};
 pub use job::{Job, JobStatus};

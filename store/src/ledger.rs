@@ -2,7 +2,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use chrono::Utc;
 use conveyor_schemas::Job;
+use conveyor_schemas::lifecycle::{self, Decision, Event, Kept};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -11,13 +13,13 @@ use crate::{Cache, JobStore, StoreError};
 /// How often an update re-reads and retries when another writer changed the job first.
 const MAX_RACES: usize = 16;
 
-/// The outcome of [`Ledger::update`].
+/// The outcome of [`Ledger::apply`].
 #[derive(Debug, Clone)]
 pub enum Change {
     /// The change was made; this is the new snapshot.
     Applied(Job),
-    /// The change did not apply to the job as it is; this is how it is.
-    Declined(Job),
+    /// The event does not apply to the job as it is (for the reason given); this is how it is.
+    Declined(Job, Kept),
 }
 
 /// Applies job changes to the cache (the compare-and-set point and change feed) and the store (the
@@ -114,22 +116,19 @@ impl Ledger {
         self.store.write(job.clone()).await
     }
 
-    /// Changes a job by `change`, which sees the job as it is and returns it as it should be (or
-    /// `None` to leave it). Retries when another writer got there first; `fallback` stands in for
-    /// the job where it is newer than what the cache and store know (see [`Ledger::current`]).
+    /// Applies `event` to the job as the state machine ([`lifecycle::decide`]) decides, on the
+    /// newest snapshot: retries when another writer got there first. `fallback` stands in for the
+    /// job where it is newer than what the cache and store know (see [`Ledger::current`]).
     /// Terminal snapshots are committed to the store before this returns.
-    pub async fn update(
-        &self,
-        fallback: &Job,
-        mut change: impl FnMut(&Job) -> Option<Job>,
-    ) -> Result<Change, StoreError> {
+    pub async fn apply(&self, fallback: &Job, event: &Event) -> Result<Change, StoreError> {
         for _ in 0..MAX_RACES {
             let current = self.current(fallback).await?;
-            let Some(changed) = change(&current) else {
-                return Ok(Change::Declined(current));
+            let changed = match lifecycle::decide(&current, event, Utc::now()) {
+                Decision::Apply(changed) => *changed,
+                Decision::Keep(kept) => return Ok(Change::Declined(current, kept)),
             };
-            let mut next = current.next();
-            next = Job {
+            let next = current.next();
+            let next = Job {
                 version: next.version,
                 updated_at: next.updated_at,
                 ..changed

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use conveyor_events::{Broker, HeldMessage, MemoryBroker, Outgoing, Schedule, Topology};
+use conveyor_schemas::lifecycle::Event;
 use conveyor_schemas::{Job, JobStatus};
 use conveyor_store::{
     Cache, Change, Database, IdempotencyClaim, JobQuery, JobStore, Ledger, MemoryCache, SqlJournal,
@@ -210,15 +211,11 @@ async fn concurrent_updates_all_apply_one_version_apart(db: TestDb) {
         let ledger = ledger.clone();
         let start = start.clone();
         tokio::spawn(async move {
-            ledger
-                .update(&start, |current| {
-                    Some(Job {
-                        progress: Some(n as f64 / 20.0),
-                        ..current.clone()
-                    })
-                })
-                .await
-                .unwrap()
+            let progress = Event::Progress {
+                attempt: start.attempts,
+                fraction: n as f64 / 20.0,
+            };
+            ledger.apply(&start, &progress).await.unwrap()
         })
     });
     for change in join_all(updates).await {

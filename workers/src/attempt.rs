@@ -2,15 +2,17 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
 use conveyor_events::{Command, Delivery, Outgoing};
+use conveyor_schemas::lifecycle::{Event, Kept, Outcome};
 use conveyor_schemas::{Job, JobStatus};
 use conveyor_store::Change;
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::commands::{dead_letter, follow_up, hold_until};
 use crate::handler::{Handler, JobContext, JobError};
 use crate::metrics;
 use crate::pool::Shared;
@@ -19,8 +21,8 @@ use crate::pool::Shared;
 /// not turn into a hot redelivery loop.
 const REDELIVERY_PAUSE: Duration = Duration::from_millis(500);
 /// How long a worker's claim on a running job outlives its last renewal (every third of it): the
-/// most a dead worker's job waits before another worker takes it over.
-const LEASE: Duration = Duration::from_secs(10);
+/// most a dead worker's job waits before another worker (or the rescuer) takes it over.
+pub(crate) const LEASE: Duration = Duration::from_secs(10);
 
 /// What to do with a delivery once handled.
 enum Settle {
@@ -28,13 +30,9 @@ enum Settle {
     Ack,
     /// Not now: hand it back to be delivered again shortly.
     Later,
-}
-
-#[derive(Debug)]
-enum Outcome {
-    Succeeded(Value),
-    Cancelled,
-    Failed(JobError),
+    /// Another delivery of a job whose attempt runs here (a broker that lost its connection hands
+    /// out again what was unacknowledged): settled once that attempt ends.
+    AfterAttempt(Arc<Attempt>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,9 +43,19 @@ enum AttemptError {
     Broker(#[from] conveyor_events::BrokerError),
 }
 
+/// An attempt running in this process, findable by job id while it runs.
+pub(crate) struct Attempt {
+    /// Asked for when the client cancels the job.
+    pub(crate) cancel: CancellationToken,
+    /// Fired once the attempt is over, recorded or not.
+    ended: CancellationToken,
+    /// Whether its outcome was recorded (and followed up).
+    recorded: AtomicBool,
+}
+
 /// Handles a delivery and settles it: acknowledged once its outcome is recorded, handed back
 /// otherwise.
-pub(crate) async fn process(shared: &Shared, delivery: Delivery) {
+pub(crate) async fn process(shared: &Arc<Shared>, delivery: Delivery) {
     let job = match Command::decode(&delivery.payload) {
         Ok(Command::RunJob { job }) => job,
         Err(error) => {
@@ -58,9 +66,7 @@ pub(crate) async fn process(shared: &Shared, delivery: Delivery) {
                 .publish(&shared.topics.dead_letter(), vec![dead])
                 .await
             {
-                Ok(()) => {
-                    let _ = delivery.ack().await;
-                }
+                Ok(()) => acknowledge(delivery, None).await,
                 Err(error) => {
                     tracing::error!(%error, "Could not dead-letter the command; it will be redelivered.");
                     hand_back(delivery).await;
@@ -71,16 +77,31 @@ pub(crate) async fn process(shared: &Shared, delivery: Delivery) {
     };
     let job_id = job.id;
     match handle(shared, job).await {
+        Ok(Settle::Ack) => acknowledge(delivery, Some(job_id)).await,
         Ok(Settle::Later) => hand_back(delivery).await,
-        Ok(Settle::Ack) => {
-            if let Err(error) = delivery.ack().await {
-                tracing::warn!(%job_id, %error, "Acknowledgement failed; the command may be redelivered.");
-            }
+        Ok(Settle::AfterAttempt(attempt)) => {
+            // Not acknowledged at once: if this process dies before the attempt's outcome is
+            // recorded, this delivery is the job's only message left. It waits without a slot of
+            // the pool, which it does not need.
+            tokio::spawn(async move {
+                attempt.ended.cancelled().await;
+                if attempt.recorded.load(Ordering::Acquire) {
+                    acknowledge(delivery, Some(job_id)).await;
+                } else {
+                    hand_back(delivery).await;
+                }
+            });
         }
         Err(error) => {
             tracing::error!(%job_id, %error, "Could not record the attempt; handing the command back.");
             hand_back(delivery).await;
         }
+    }
+}
+
+async fn acknowledge(delivery: Delivery, job_id: Option<uuid::Uuid>) {
+    if let Err(error) = delivery.ack().await {
+        tracing::warn!(?job_id, %error, "Acknowledgement failed; the command may be redelivered.");
     }
 }
 
@@ -95,104 +116,121 @@ async fn handle(shared: &Shared, command_job: Job) -> Result<Settle, AttemptErro
     let ledger = &shared.ledger;
     let current = ledger.current(&command_job).await?;
     if current.status.is_terminal() {
-        // A redelivery: whatever failed after the outcome reached the cache last time (the store
-        // write, the dead-lettering) is done again; both are idempotent for readers.
-        if current.status == JobStatus::Failed {
-            dead_letter(shared, &current).await?;
-        }
-        ledger.store().write(current).await?;
-        return Ok(Settle::Ack);
+        return ended(shared, current).await;
     }
-    let now = Utc::now();
-    if let Some(run_at) = current.run_at.filter(|at| *at > now)
+    if let Some(run_at) = current.run_at.filter(|at| *at > Utc::now())
         && current.status != JobStatus::Running
     {
         // Not due yet: the broker holds it until it is.
-        hold_until(shared, &current, run_at).await?;
-        return Ok(Settle::Ack);
-    }
-    if current.status == JobStatus::Running && current.cancel_requested {
-        // Its worker died after the client asked to cancel: nothing left to stop.
-        finish(shared, &current, Outcome::Cancelled).await?;
+        hold_until(&*shared.broker, &shared.topics, &current, run_at).await?;
         return Ok(Settle::Ack);
     }
     let Some(handler) = shared.registry.get(&current.job_type) else {
-        let error = format!("no worker handles jobs of type `{}`", current.job_type);
-        finish(
-            shared,
-            &current,
-            Outcome::Failed(JobError::Permanent(error)),
-        )
-        .await?;
-        return Ok(Settle::Ack);
+        // Left for a worker that runs it (a newer binary), never failed for want of one here.
+        tracing::warn!("No handler for this job type here; handing the command back.");
+        return Ok(Settle::Later);
     };
     // Registered before the job shows `running`, so a cancel request can never miss it; and only
     // one delivery of a job is handled here at a time.
-    let Some(registered) = Registered::claim(shared, current.id) else {
-        return Ok(if current.status == JobStatus::Running {
-            // A second delivery of an attempt running here: that attempt records the outcome.
-            Settle::Ack
-        } else {
-            // Another delivery of this job is being handled here right now: look again later.
-            Settle::Later
-        });
+    let registered = match Registered::claim(shared, current.id) {
+        Ok(registered) => registered,
+        Err(running_here) => return Ok(Settle::AfterAttempt(running_here)),
     };
     // One worker at a time runs a job: a `running` job whose worker lives (and so renews its
     // lease) is not taken over, however its message came here (a Kafka rebalance, a requeue).
     let Some(lease) = Lease::take(shared, current.id).await else {
         return Ok(Settle::Later);
     };
-    let Change::Applied(running) = ledger.update(&current, |job| start(job, &current)).await?
-    else {
-        return Ok(Settle::Ack);
+    let mut waiting = current;
+    if waiting.status == JobStatus::Running {
+        // Running, yet nobody holds its lease and it does not run here: its worker was lost.
+        match ledger.apply(&waiting, &Event::Rescue).await? {
+            Change::Applied(rescued) if rescued.status.is_terminal() => {
+                follow_up(&*shared.broker, &shared.topics, &rescued).await?;
+                return Ok(Settle::Ack);
+            }
+            Change::Applied(rescued) => waiting = rescued,
+            Change::Declined(job, _) => waiting = job,
+        }
+    }
+    let running = match ledger.apply(&waiting, &Event::Start).await? {
+        Change::Applied(running) => running,
+        Change::Declined(job, Kept::Terminal) => return ended(shared, job).await,
+        Change::Declined(job, Kept::NotDue(at)) => {
+            hold_until(&*shared.broker, &shared.topics, &job, at).await?;
+            return Ok(Settle::Ack);
+        }
+        Change::Declined(..) => return Ok(Settle::Later),
     };
     metrics::QUEUE_WAIT_SECONDS
         .with_label_values(&[&running.job_type])
         .observe(
-            (now - current.run_at.unwrap_or(current.created_at))
+            (Utc::now() - waiting.run_at.unwrap_or(waiting.created_at))
                 .to_std()
                 .unwrap_or_default()
                 .as_secs_f64(),
         );
-    if running.attempts > running.max_attempts {
-        let lost = JobError::Permanent(format!(
-            "the worker running attempt {} was lost, and no attempts remain",
-            running.max_attempts
-        ));
-        finish(shared, &running, Outcome::Failed(lost)).await?;
-        return Ok(Settle::Ack);
-    }
     let outcome = lease
-        .renewing(execute(shared, handler, &running, &registered.cancel))
+        .renewing(execute(
+            shared,
+            handler,
+            &running,
+            &registered.attempt.cancel,
+        ))
         .await;
     // Still registered (and leased) while the outcome is recorded, so that no other delivery of
     // the job mistakes it for an attempt whose worker was lost.
-    finish(shared, &running, outcome).await?;
+    let finish = Event::Finish {
+        attempt: running.attempts,
+        outcome,
+    };
+    match ledger.apply(&running, &finish).await? {
+        Change::Applied(recorded) => follow_up(&*shared.broker, &shared.topics, &recorded).await?,
+        // The job was taken over after this worker's lease ended: the attempt that runs now (or
+        // the one that ended it) speaks for the job.
+        Change::Declined(job, kept) => {
+            tracing::warn!(?kept, status = %job.status.as_str(), "The outcome of a lost attempt is not recorded.");
+        }
+    }
+    registered.attempt.recorded.store(true, Ordering::Release);
     lease.release().await;
     drop(registered);
     Ok(Settle::Ack)
 }
 
-/// A job being handled by this process, with its attempt's cancellation signal, findable by job
-/// id while the attempt runs.
+/// A delivery of a job that has ended: whatever failed after the outcome reached the cache last
+/// time (the store write, the dead-lettering) is done again; both are idempotent for readers.
+async fn ended(shared: &Shared, job: Job) -> Result<Settle, AttemptError> {
+    if job.status == JobStatus::Failed {
+        dead_letter(&*shared.broker, &shared.topics, &job).await?;
+    }
+    shared.ledger.store().write(job).await?;
+    Ok(Settle::Ack)
+}
+
+/// This process's hold on running a job, cleared when dropped.
 struct Registered<'a> {
     shared: &'a Shared,
     job_id: uuid::Uuid,
-    cancel: CancellationToken,
+    attempt: Arc<Attempt>,
 }
 
 impl<'a> Registered<'a> {
-    /// `None` when this process is handling the job already.
-    fn claim(shared: &'a Shared, job_id: uuid::Uuid) -> Option<Registered<'a>> {
-        let cancel = CancellationToken::new();
+    /// The attempt already running here when there is one.
+    fn claim(shared: &'a Shared, job_id: uuid::Uuid) -> Result<Registered<'a>, Arc<Attempt>> {
         match shared.running.lock().unwrap().entry(job_id) {
-            std::collections::hash_map::Entry::Occupied(_) => None,
+            std::collections::hash_map::Entry::Occupied(running) => Err(running.get().clone()),
             std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(cancel.clone());
-                Some(Registered {
+                let attempt = Arc::new(Attempt {
+                    cancel: CancellationToken::new(),
+                    ended: CancellationToken::new(),
+                    recorded: AtomicBool::new(false),
+                });
+                slot.insert(attempt.clone());
+                Ok(Registered {
                     shared,
                     job_id,
-                    cancel,
+                    attempt,
                 })
             }
         }
@@ -202,6 +240,7 @@ impl<'a> Registered<'a> {
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
         self.shared.running.lock().unwrap().remove(&self.job_id);
+        self.attempt.ended.cancel();
     }
 }
 
@@ -241,7 +280,8 @@ impl Lease {
                     .await
                 {
                     // Our renewals failed for a whole lease (a partition, a stall) and another
-                    // worker took the job over: whichever records first, the outcome is one.
+                    // worker took the job over: its attempt is fenced from ours, so whichever
+                    // records first, the outcome is one.
                     tracing::warn!(job_id = %self.job_id, "Another worker took over a job running here.");
                     return std::future::pending().await;
                 }
@@ -271,20 +311,6 @@ impl Drop for Lease {
     }
 }
 
-/// The attempt may start if the job waits for one, or if it was already `running` when we looked
-/// and has not changed since: its worker was lost, and this delivery is the broker's redelivery.
-fn start(job: &Job, seen: &Job) -> Option<Job> {
-    let takeover = job.status == JobStatus::Running && job.version == seen.version;
-    (job.status.is_waiting() || takeover).then(|| Job {
-        status: JobStatus::Running,
-        attempts: job.attempts + 1,
-        started_at: Some(Utc::now()),
-        progress: None,
-        run_at: None,
-        ..job.clone()
-    })
-}
-
 async fn execute(
     shared: &Shared,
     handler: Arc<dyn Handler>,
@@ -311,103 +337,16 @@ async fn execute(
     match result {
         Ok(value) => Outcome::Succeeded(value),
         Err(_) if cancel.is_cancelled() => Outcome::Cancelled,
-        Err(error) => Outcome::Failed(error),
+        Err(JobError::Retryable(error)) => {
+            let delay = shared.settings.backoff.delay(running.attempts);
+            Outcome::Failed {
+                error,
+                retry_at: Some(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default()),
+            }
+        }
+        Err(JobError::Permanent(error)) => Outcome::Failed {
+            error,
+            retry_at: None,
+        },
     }
-}
-
-/// Records how the attempt ended; schedules the next one or dead-letters the job.
-async fn finish(shared: &Shared, attempt: &Job, outcome: Outcome) -> Result<(), AttemptError> {
-    let now = Utc::now();
-    let retry_at = match &outcome {
-        Outcome::Failed(JobError::Retryable(_)) if attempt.attempts < attempt.max_attempts => {
-            let delay = shared.settings.backoff.delay(attempt.attempts);
-            Some(now + chrono::Duration::from_std(delay).unwrap_or_default())
-        }
-        _ => None,
-    };
-    let change = shared
-        .ledger
-        .update(attempt, |job| {
-            if job.status.is_terminal() || job.attempts != attempt.attempts {
-                return None;
-            }
-            let mut next = job.clone();
-            // A cancel asked for during the attempt wins over anything but success.
-            let outcome = match &outcome {
-                Outcome::Failed(_) if job.cancel_requested => &Outcome::Cancelled,
-                outcome => outcome,
-            };
-            match (outcome, retry_at) {
-                (Outcome::Succeeded(result), _) => {
-                    next.status = JobStatus::Succeeded;
-                    next.result = Some(result.clone());
-                    next.error = None;
-                    next.progress = Some(1.0);
-                }
-                (Outcome::Cancelled, _) => {
-                    next.status = JobStatus::Cancelled;
-                    next.error = Some("cancelled at the client's request".into());
-                }
-                (Outcome::Failed(error), Some(at)) => {
-                    next.status = JobStatus::Retrying;
-                    next.error = Some(error.to_string());
-                    next.run_at = Some(at);
-                }
-                (Outcome::Failed(error), None) => {
-                    next.status = JobStatus::Failed;
-                    next.error = Some(error.to_string());
-                }
-            }
-            if next.status.is_terminal() {
-                next.finished_at = Some(now);
-            }
-            Some(next)
-        })
-        .await?;
-    let Change::Applied(recorded) = change else {
-        return Ok(());
-    };
-    metrics::FINISHED
-        .with_label_values(&[&recorded.job_type, recorded.status.as_str()])
-        .inc();
-    match recorded.status {
-        JobStatus::Retrying => {
-            let at = recorded.run_at.unwrap_or(now);
-            hold_until(shared, &recorded, at).await?;
-        }
-        JobStatus::Failed => {
-            tracing::warn!(
-                error = recorded.error.as_deref().unwrap_or_default(),
-                attempts = recorded.attempts,
-                "Job failed; dead-lettering it."
-            );
-            dead_letter(shared, &recorded).await?;
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-async fn dead_letter(shared: &Shared, job: &Job) -> Result<(), AttemptError> {
-    let dead = Outgoing::now(job.id.to_string(), run_command(job));
-    Ok(shared
-        .broker
-        .publish(&shared.topics.dead_letter(), vec![dead])
-        .await?)
-}
-
-async fn hold_until(
-    shared: &Shared,
-    job: &Job,
-    at: chrono::DateTime<Utc>,
-) -> Result<(), AttemptError> {
-    let held = Outgoing::at(job.id.to_string(), run_command(job), at);
-    Ok(shared
-        .broker
-        .publish(&shared.topics.jobs(), vec![held])
-        .await?)
-}
-
-fn run_command(job: &Job) -> Vec<u8> {
-    Command::RunJob { job: job.clone() }.encode()
 }

@@ -1,5 +1,9 @@
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use async_trait::async_trait;
-use conveyor_schemas::{Job, JobStatus};
+use conveyor_schemas::Job;
+use conveyor_schemas::lifecycle::Event;
 use conveyor_store::Ledger;
 use serde_json::Value;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
@@ -22,11 +26,22 @@ pub enum JobError {
     Permanent(String),
 }
 
+/// Progress reports of one attempt closer together than this are dropped: each one recorded is a
+/// full change of the job (cache, store, event streams), and a handler may report every tick.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
+
 /// What a handler knows of the attempt it runs.
 pub struct JobContext {
     job: Job,
     ledger: Ledger,
     cancel: CancellationToken,
+    /// When progress was last recorded.
+    last_progress: Mutex<Option<Instant>>,
+}
+
+/// Whether a progress report made at `now` is recorded, given when the last one was.
+fn progress_due(last: Option<Instant>, now: Instant) -> bool {
+    last.is_none_or(|last| now.duration_since(last) >= PROGRESS_INTERVAL)
 }
 
 impl JobContext {
@@ -35,6 +50,7 @@ impl JobContext {
             job,
             ledger,
             cancel,
+            last_progress: Mutex::default(),
         }
     }
 
@@ -47,21 +63,23 @@ impl JobContext {
         self.job.attempts
     }
 
-    /// Reports the fraction done (0 to 1); it shows in the job's `progress` and its event stream.
-    /// A report that cannot be recorded is logged and dropped: progress is advisory.
+    /// Reports the fraction done (0 to 1); it shows in the job's `progress` and its event stream,
+    /// at most every half second (reports in between are dropped). A report that cannot be
+    /// recorded is logged and dropped: progress is advisory.
     pub async fn progress(&self, fraction: f64) {
-        let fraction = fraction.clamp(0.0, 1.0);
-        let attempt = self.job.attempts;
-        let recorded = self
-            .ledger
-            .update(&self.job, |current| {
-                (current.status == JobStatus::Running && current.attempts == attempt).then(|| Job {
-                    progress: Some(fraction),
-                    ..current.clone()
-                })
-            })
-            .await;
-        if let Err(error) = recorded {
+        {
+            let now = Instant::now();
+            let mut last = self.last_progress.lock().expect("no panic holds the lock");
+            if !progress_due(*last, now) {
+                return;
+            }
+            *last = Some(now);
+        }
+        let progress = Event::Progress {
+            attempt: self.job.attempts,
+            fraction,
+        };
+        if let Err(error) = self.ledger.apply(&self.job, &progress).await {
             tracing::warn!(job_id = %self.job.id, %error, "Could not record progress.");
         }
     }
@@ -73,5 +91,18 @@ impl JobContext {
 
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_is_recorded_at_first_and_then_at_most_every_interval() {
+        let start = Instant::now();
+        assert!(progress_due(None, start));
+        assert!(!progress_due(Some(start), start + PROGRESS_INTERVAL / 2));
+        assert!(progress_due(Some(start), start + PROGRESS_INTERVAL));
     }
 }

@@ -5,6 +5,7 @@
 mod attempt;
 mod backoff;
 pub mod builtin;
+mod commands;
 mod handler;
 mod metrics;
 mod pool;

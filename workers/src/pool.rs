@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::attempt;
+use crate::attempt::{self, Attempt};
 use crate::{Backoff, Registry};
 
 /// Messages claimed from the broker in one go, at most.
@@ -40,8 +40,8 @@ pub(crate) struct Shared {
     pub(crate) registry: Registry,
     pub(crate) topics: Topics,
     pub(crate) settings: WorkerSettings,
-    /// Cancellation signals of the attempts running here, by job.
-    pub(crate) running: Mutex<HashMap<Uuid, CancellationToken>>,
+    /// The attempts running here, by job.
+    pub(crate) running: Mutex<HashMap<Uuid, Arc<Attempt>>>,
     /// Who this process is, as the holder of leases on the jobs it runs.
     pub(crate) holder: Uuid,
 }
@@ -150,8 +150,8 @@ async fn watch_cancellations(shared: Arc<Shared>, shutdown: CancellationToken) {
         };
         match change {
             Ok(job) if job.cancel_requested => {
-                if let Some(token) = shared.running.lock().unwrap().get(&job.id) {
-                    token.cancel();
+                if let Some(attempt) = shared.running.lock().unwrap().get(&job.id) {
+                    attempt.cancel.cancel();
                 }
             }
             Ok(_) => {}
@@ -165,9 +165,9 @@ async fn watch_cancellations(shared: Arc<Shared>, shutdown: CancellationToken) {
                 for id in ids {
                     if let Ok(Some(job)) = shared.ledger.get(id).await
                         && job.cancel_requested
-                        && let Some(token) = shared.running.lock().unwrap().get(&id)
+                        && let Some(attempt) = shared.running.lock().unwrap().get(&id)
                     {
-                        token.cancel();
+                        attempt.cancel.cancel();
                     }
                 }
             }
