@@ -225,6 +225,10 @@ pub struct WorkerPoolArgs {
     /// How long a shutdown waits for running attempts, in seconds.
     #[arg(long, env = "CONVEYOR_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+    /// How often the deployment's rescuer looks for running jobs whose worker was lost, in
+    /// milliseconds (at least 5,000): such a job is rescued after two looks.
+    #[arg(long, env = "CONVEYOR_RESCUE_EVERY_MS", default_value_t = 10_000)]
+    pub rescue_every_ms: u64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -13,7 +13,7 @@ use conveyor_api::{
     InputLimits, JwksSettings, Policies, Secret,
 };
 use conveyor_schemas::JobTypeCatalog;
-use conveyor_workers::{Backoff, Recorder, Registry, WorkerPool, WorkerSettings};
+use conveyor_workers::{Backoff, Recorder, Registry, Rescuer, WorkerPool, WorkerSettings};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -284,6 +284,17 @@ fn start_workers(running: &mut Running, backends: &Backends, args: &WorkerPoolAr
         backends.ledger.clone(),
         backends.topics.clone(),
     );
+    let rescuer = Rescuer::new(
+        backends.broker.clone(),
+        backends.ledger.clone(),
+        backends.topics.clone(),
+        Duration::from_millis(args.rescue_every_ms),
+    );
+    let shutdown = running.shutdown.clone();
+    running.tasks.spawn(async move {
+        rescuer.run(shutdown).await;
+        Ok(())
+    });
     let shutdown = running.shutdown.clone();
     running.tasks.spawn(async move {
         recorder

@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261124_000001_create_jobs;
 mod m20261124_000002_create_broker_messages;
 mod m20261124_000003_create_scheduled_messages;
+mod m20261203_000001_index_running_jobs;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_create_jobs::Migration),
             Box::new(m20261124_000002_create_broker_messages::Migration),
             Box::new(m20261124_000003_create_scheduled_messages::Migration),
+            Box::new(m20261203_000001_index_running_jobs::Migration),
         ]
     }
 }

@@ -32,8 +32,8 @@ pub enum Event {
     Finish { attempt: u32, outcome: Outcome },
     /// The client asks to cancel.
     Cancel,
-    /// The lease on the running attempt ended without an outcome: its worker was lost.
-    Rescue,
+    /// The lease on running `attempt` ended without an outcome: its worker was lost.
+    Rescue { attempt: u32 },
 }
 
 /// How an attempt ended.
@@ -155,9 +155,12 @@ pub fn decide(job: &Job, event: &Event, now: DateTime<Utc>) -> Decision {
                 next.cancel_requested = true;
             }
         }
-        Event::Rescue => {
+        Event::Rescue { attempt } => {
             if job.status != JobStatus::Running {
                 return Keep(Kept::NotRunning);
+            }
+            if job.attempts != *attempt {
+                return Keep(Kept::StaleAttempt);
             }
             if job.cancel_requested {
                 // Its worker died after the client asked to cancel: nothing is left to stop.
@@ -252,7 +255,7 @@ mod tests {
                 outcome: Outcome::Succeeded(json!(1)),
             },
             Event::Cancel,
-            Event::Rescue,
+            Event::Rescue { attempt: 1 },
         ];
         for status in TERMINAL {
             for event in &events {
@@ -428,7 +431,11 @@ mod tests {
     #[test]
     fn a_rescued_job_runs_again_counting_the_lost_attempt() {
         let now = Utc::now();
-        let rescued = applied(decide(&job(JobStatus::Running), &Event::Rescue, now));
+        let rescued = applied(decide(
+            &job(JobStatus::Running),
+            &Event::Rescue { attempt: 1 },
+            now,
+        ));
         assert_eq!(rescued.status, JobStatus::Retrying);
         assert_eq!(rescued.attempts, 1);
         assert_eq!(rescued.run_at, Some(now));
@@ -443,19 +450,32 @@ mod tests {
     fn a_rescued_job_without_attempts_left_fails_and_a_cancelled_one_ends() {
         let mut last = job(JobStatus::Running);
         last.attempts = 3;
-        let failed_job = applied(decide(&last, &Event::Rescue, Utc::now()));
+        let failed_job = applied(decide(&last, &Event::Rescue { attempt: 3 }, Utc::now()));
         assert_eq!(failed_job.status, JobStatus::Failed);
         assert!(failed_job.error.unwrap().contains("no attempts remain"));
 
         let mut asked = job(JobStatus::Running);
         asked.cancel_requested = true;
         assert_eq!(
-            applied(decide(&asked, &Event::Rescue, Utc::now())).status,
+            applied(decide(&asked, &Event::Rescue { attempt: 1 }, Utc::now())).status,
             JobStatus::Cancelled
         );
         assert_eq!(
-            decide(&job(JobStatus::Queued), &Event::Rescue, Utc::now()),
+            decide(
+                &job(JobStatus::Queued),
+                &Event::Rescue { attempt: 0 },
+                Utc::now()
+            ),
             Decision::Keep(Kept::NotRunning)
+        );
+        assert_eq!(
+            decide(
+                &job(JobStatus::Running),
+                &Event::Rescue { attempt: 2 },
+                Utc::now()
+            ),
+            Decision::Keep(Kept::StaleAttempt),
+            "an attempt that is not the one running is not rescued"
         );
     }
 

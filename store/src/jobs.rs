@@ -2,11 +2,12 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use conveyor_schemas::{Job, JobStatus};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    ColumnTrait, Condition, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -118,6 +119,43 @@ impl JobStore {
             .map(Job::try_from)
             .collect::<Result<_, _>>()?;
         Ok(JobPage { items, next_cursor })
+    }
+}
+
+impl JobStore {
+    /// Up to `limit` jobs that the store shows `running`, unchanged since before `cutoff`, in the
+    /// order of that change and after `after` (the last job of the previous page): where the
+    /// rescuer looks for attempts whose worker was lost. Read from the primary: a replica behind
+    /// would show attempts that ended long ago.
+    pub async fn running_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        after: Option<(DateTime<Utc>, Uuid)>,
+        limit: u64,
+    ) -> Result<Vec<Job>, StoreError> {
+        let mut select = jobs::Entity::find()
+            .filter(jobs::Column::Status.eq(JobStatus::Running.as_str()))
+            .filter(jobs::Column::UpdatedAt.lt(cutoff));
+        if let Some((updated_at, id)) = after {
+            select = select.filter(
+                Condition::any()
+                    .add(jobs::Column::UpdatedAt.gt(updated_at))
+                    .add(
+                        Condition::all()
+                            .add(jobs::Column::UpdatedAt.eq(updated_at))
+                            .add(jobs::Column::Id.gt(id)),
+                    ),
+            );
+        }
+        select
+            .order_by_asc(jobs::Column::UpdatedAt)
+            .order_by_asc(jobs::Column::Id)
+            .limit(limit)
+            .all(&self.db.write)
+            .await?
+            .into_iter()
+            .map(Job::try_from)
+            .collect()
     }
 }
 

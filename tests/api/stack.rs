@@ -292,6 +292,47 @@ async fn a_worker_that_joins_takes_over_no_running_attempt(stack: Stack) {
         .await;
 }
 
+/// RabbitMQ hands a worker that lost its connection the messages it had not acknowledged again,
+/// over the new one, while their first deliveries still run. Those second deliveries must stay
+/// unacknowledged until the attempts end: acknowledged at once, the jobs had no message left when
+/// the worker then died, and stayed `running` for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_that_reconnected_and_then_died_leaves_no_job_running() {
+    let mut deployment = Deployment::new(Stack::Amqp);
+    deployment.migrate().await;
+    let api = deployment.start("api", &[]).await;
+    let app = client(&api);
+    let proxy = Proxy::start(RABBITMQ).await;
+    deployment.through("--broker-url", RABBITMQ, &proxy);
+    // Room for the echo that shows the worker is back, besides the 16 attempts.
+    let mut doomed = deployment.spawn("worker", &["--concurrency", "32"], Stdio::null());
+    let mut ids = Vec::new();
+    for _ in 0..16 {
+        let job = app
+            .submit(json!({"type": "sleep", "payload": {"ms": 8000}}))
+            .await;
+        ids.push(id(&job));
+    }
+    for id in &ids {
+        app.wait_for(id, "running", Duration::from_secs(30)).await;
+    }
+
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.restore();
+    // Once the worker has its connection back it is sent the 16 messages again.
+    let after = app.submit(json!({"type": "echo", "payload": {}})).await;
+    app.wait_for(&id(&after), "succeeded", Duration::from_secs(30))
+        .await;
+    doomed.kill();
+
+    let _next = deployment.spawn("worker", &["--concurrency", "16"], Stdio::null());
+    for id in &ids {
+        let job = app.wait_for(id, "succeeded", Duration::from_secs(90)).await;
+        assert_eq!(job["attempts"], 2, "{job}");
+    }
+}
+
 /// A series of the metrics at `address`; 0 until it first appears.
 async fn series_in(app: &TestApp, address: &str, series: &str) -> f64 {
     let page = app

@@ -144,7 +144,10 @@ async fn handle(shared: &Shared, command_job: Job) -> Result<Settle, AttemptErro
     let mut waiting = current;
     if waiting.status == JobStatus::Running {
         // Running, yet nobody holds its lease and it does not run here: its worker was lost.
-        match ledger.apply(&waiting, &Event::Rescue).await? {
+        let lost = Event::Rescue {
+            attempt: waiting.attempts,
+        };
+        match ledger.apply(&waiting, &lost).await? {
             Change::Applied(rescued) if rescued.status.is_terminal() => {
                 follow_up(&*shared.broker, &shared.topics, &rescued).await?;
                 return Ok(Settle::Ack);

@@ -11,9 +11,11 @@ mod metrics;
 mod pool;
 mod recorder;
 mod registry;
+mod rescuer;
 
 pub use backoff::Backoff;
 pub use handler::{Handler, JobContext, JobError};
 pub use pool::{WorkerPool, WorkerSettings};
 pub use recorder::Recorder;
 pub use registry::Registry;
+pub use rescuer::Rescuer;

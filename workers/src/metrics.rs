@@ -41,3 +41,12 @@ pub(crate) static RUNNING: LazyLock<IntGauge> = LazyLock::new(|| {
     )
     .unwrap()
 });
+
+pub(crate) static RESCUED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "conveyor_jobs_rescued_total",
+        "Attempts whose worker was lost, ended by the rescuer, by job type.",
+        &["type"]
+    )
+    .unwrap()
+});

@@ -202,6 +202,14 @@ impl Cache for RedisCache {
         Ok(())
     }
 
+    async fn lease_held(&self, job: Uuid) -> Result<bool, StoreError> {
+        self.commands
+            .clone()
+            .exists(self.keys.lease(job))
+            .await
+            .map_err(failed("look up a lease"))
+    }
+
     async fn forget_jobs(&self) -> Result<(), StoreError> {
         let mut commands = self.commands.clone();
         let mut cursor: u64 = 0;

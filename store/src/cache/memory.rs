@@ -163,6 +163,13 @@ impl Cache for MemoryCache {
         Ok(())
     }
 
+    async fn lease_held(&self, job: Uuid) -> Result<bool, StoreError> {
+        Ok(self
+            .leases
+            .get(&job)
+            .is_some_and(|(_, end)| end > Instant::now()))
+    }
+
     async fn forget_jobs(&self) -> Result<(), StoreError> {
         self.jobs.invalidate_all();
         Ok(())

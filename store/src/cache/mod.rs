@@ -84,6 +84,10 @@ pub trait Cache: Send + Sync + 'static {
     /// Ends `holder`'s lease on `job`, if it holds it.
     async fn release_lease(&self, job: Uuid, holder: Uuid) -> Result<(), StoreError>;
 
+    /// Whether anyone's lease on `job` is live. Only looks: a check that took the lease, even for
+    /// a moment, could make a live worker's renewal fail.
+    async fn lease_held(&self, job: Uuid) -> Result<bool, StoreError>;
+
     /// Forgets every job snapshot. After an outage during which changes went to the store alone,
     /// the snapshots cached before it may be stale; readers fall back to the store until the
     /// cache fills again.
