@@ -13,6 +13,7 @@ use conveyor_api::{
     InputLimits, JwksSettings, Policies, Secret,
 };
 use conveyor_schemas::JobTypeCatalog;
+use conveyor_store::redact;
 use conveyor_workers::{Backoff, Recorder, Registry, Rescuer, WorkerPool, WorkerSettings};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -327,6 +328,8 @@ fn print_dev_banner(running: &Running, backends: &BackendArgs, secret: &str) {
          curl -si -X POST http://127.0.0.1:{port}/v1/jobs -H \"Authorization: Bearer $TOKEN\" \
          -H 'Content-Type: application/json' -d '{{\"type\":\"sleep\",\"payload\":{{\"ms\":2000}}}}'\n  \
          curl -sN http://127.0.0.1:{port}/v1/jobs/<id>/events -H \"Authorization: Bearer $TOKEN\"\n",
-        backends.broker_url, backends.database_url, backends.cache_url
+        redact(&backends.broker_url),
+        redact(&backends.database_url),
+        redact(&backends.cache_url)
     );
 }

@@ -89,9 +89,10 @@ pub enum ApiError {
     HeadersTooLarge { limit: usize },
     #[error("the request was not received in time ({0} s); send it whole, and faster")]
     RequestTimeout(u64),
-    #[error("the job could not be handed to the broker ({0}); nothing was accepted, retry later")]
+    /// The cause is logged, never shown: it may name hosts, users and schemas.
+    #[error("the job could not be handed to the broker; nothing was accepted, retry later")]
     BrokerUnavailable(String),
-    #[error("the job store cannot answer now ({0}); retry later")]
+    #[error("the job store cannot answer now; retry later")]
     StoreUnavailable(String),
     #[error("internal error")]
     Internal(String),
@@ -274,8 +275,14 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let ApiError::Internal(cause) = self {
-            tracing::error!(cause = %cause, "Request failed with an internal error.");
+        match self {
+            ApiError::Internal(cause) => {
+                tracing::error!(%cause, "Request failed with an internal error.");
+            }
+            ApiError::BrokerUnavailable(cause) | ApiError::StoreUnavailable(cause) => {
+                tracing::warn!(%cause, "Request failed: a dependency is unavailable.");
+            }
+            _ => {}
         }
         let problem = self.problem();
         let mut response = HttpResponse::build(self.status_code());

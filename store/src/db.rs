@@ -173,16 +173,34 @@ async fn open(
     })
 }
 
-/// The URL without its password, for messages.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+/// The URL without its password (in its user info, or as a `password=` parameter), for messages
+/// and banners.
+pub fn redact(url: &str) -> String {
+    let (address, query) = match url.split_once('?') {
+        Some((address, query)) => (address, Some(query)),
+        None => (url, None),
+    };
+    let mut redacted = match (address.find("://"), address.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let credentials = &url[scheme_end + 3..at];
+            let credentials = &address[scheme_end + 3..at];
             let user = credentials.split(':').next().unwrap_or_default();
-            format!("{}://{user}:***{}", &url[..scheme_end], &url[at..])
+            format!("{}://{user}:***{}", &address[..scheme_end], &address[at..])
         }
-        _ => url.to_owned(),
+        _ => address.to_owned(),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((name, _)) if name.to_ascii_lowercase().contains("password") => {
+                    format!("{name}=***")
+                }
+                _ => param.to_owned(),
+            })
+            .collect();
+        redacted = format!("{redacted}?{}", params.join("&"));
     }
+    redacted
 }
 
 #[cfg(test)]
@@ -196,6 +214,14 @@ mod tests {
             "postgres://app:***@db:5432/conveyor"
         );
         assert_eq!(redact("sqlite://conveyor.db"), "sqlite://conveyor.db");
+        assert_eq!(
+            redact("redis://:s3cret@cache:6379/0"),
+            "redis://:***@cache:6379/0"
+        );
+        assert_eq!(
+            redact("postgres://db/c?sslmode=require&password=s3cret"),
+            "postgres://db/c?sslmode=require&password=***"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ mod limits;
 mod schedule;
 
 pub use cache::{Cache, CacheKind, IdempotencyClaim, MemoryCache};
-pub use db::{Database, DatabaseKind};
+pub use db::{Database, DatabaseKind, redact};
 pub use error::StoreError;
 pub use jobs::{JobPage, JobQuery, JobStore};
 pub use journal::SqlJournal;

@@ -187,3 +187,21 @@ async fn a_client_that_never_finishes_its_body_gets_408_and_nothing_is_accepted(
     assert!(answer.contains("\"code\":\"request_timeout\""), "{answer}");
     nothing_else_accepted(&app).await;
 }
+
+#[tokio::test]
+async fn invented_http_methods_add_no_series_to_the_metrics() {
+    let app = spawn_app_with(&[]).await;
+    for n in 0..50 {
+        let method = reqwest::Method::from_bytes(format!("INVENTED{n}").as_bytes()).unwrap();
+        let response = app
+            .client
+            .request(method, app.url("/v1/jobs"))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_client_error(), "{}", response.status());
+    }
+    let page = app.metrics().await;
+    assert!(!page.contains("INVENTED"), "a method became a label value");
+    assert!(page.contains(r#"method="other""#), "{page}");
+}

@@ -333,6 +333,30 @@ async fn a_worker_that_reconnected_and_then_died_leaves_no_job_running() {
     }
 }
 
+/// The dev banner shows where each backend is, never the password in its URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_dev_banner_shows_no_password() {
+    let deployment = Deployment::new(Stack::Amqp);
+    assert!(deployment.value("--broker-url").contains(":guest@"));
+    let mut dev = deployment.spawn("dev", &[], Stdio::piped());
+    let banner = BufReader::new(dev.0.stdout.take().unwrap());
+    let reading = tokio::task::spawn_blocking(move || {
+        let mut lines = banner.lines().map_while(Result::ok);
+        let shown: Vec<String> = lines
+            .by_ref()
+            .take_while(|line| !line.contains("export TOKEN"))
+            .collect();
+        std::thread::spawn(move || lines.for_each(drop));
+        shown.join("\n")
+    });
+    let shown = tokio::time::timeout(Duration::from_secs(60), reading)
+        .await
+        .expect("the banner is printed")
+        .unwrap();
+    assert!(shown.contains("amqp://guest:***@127.0.0.1"), "{shown}");
+    assert!(!shown.contains(":guest@"), "{shown}");
+}
+
 /// A series of the metrics at `address`; 0 until it first appears.
 async fn series_in(app: &TestApp, address: &str, series: &str) -> f64 {
     let page = app
@@ -476,16 +500,19 @@ async fn a_broker_that_is_down_gets_no_job_accepted(stack: Stack) {
         .await
         .unwrap();
     assert!(refused.headers().contains_key("retry-after"));
-    problem(
+    let answer = problem(
         refused,
         StatusCode::SERVICE_UNAVAILABLE,
         "broker_unavailable",
     )
     .await;
+    // Whoever asks learns that the broker is away, not where it lives or what it said.
+    assert!(!answer.to_string().contains("127.0.0.1"), "{answer}");
     let readyz = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(readyz.status(), StatusCode::SERVICE_UNAVAILABLE);
     let checks: Value = readyz.json().await.unwrap();
     assert_ne!(checks["checks"]["broker"], "ok", "{checks}");
+    assert!(!checks.to_string().contains("127.0.0.1"), "{checks}");
     assert_eq!(checks["checks"]["database"], "ok", "{checks}");
 
     broker.restore().await;

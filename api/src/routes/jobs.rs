@@ -300,13 +300,25 @@ fn job_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::JobNotFound)
 }
 
+/// The query's parameters; one holding a control character (a NUL, which no store can hold, and
+/// the like) is refused naming it.
 fn query_params(request: &HttpRequest) -> Result<HashMap<String, String>, ApiError> {
-    web::Query::<HashMap<String, String>>::from_query(request.query_string())
+    let params = web::Query::<HashMap<String, String>>::from_query(request.query_string())
         .map(web::Query::into_inner)
         .map_err(|error| ApiError::InvalidQuery {
             field: "query".into(),
             message: error.to_string(),
-        })
+        })?;
+    match params
+        .iter()
+        .find(|(name, value)| name.chars().chain(value.chars()).any(char::is_control))
+    {
+        Some((name, _)) => Err(ApiError::InvalidQuery {
+            field: name.chars().filter(|c| !c.is_control()).collect(),
+            message: "query parameters may not hold control characters".into(),
+        }),
+        None => Ok(params),
+    }
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
