@@ -78,6 +78,15 @@ impl JobStore {
             .transpose()
     }
 
+    /// The job as the primary database has it: newer than a replica's.
+    pub async fn get_newest(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
+        jobs::Entity::find_by_id(id)
+            .one(&self.db.write)
+            .await?
+            .map(Job::try_from)
+            .transpose()
+    }
+
     pub async fn find_by_idempotency_key(
         &self,
         tenant: &str,

@@ -1,5 +1,6 @@
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -12,6 +13,9 @@ use crate::{Cache, JobStore, StoreError};
 
 /// How often an update re-reads and retries when another writer changed the job first.
 const MAX_RACES: usize = 16;
+/// Jobs changed while the cache was down that a process remembers, to bring their snapshots up
+/// to date once it is back; beyond that, the rest catch up with their next change.
+const MAX_CHANGED_WITHOUT_CACHE: usize = 100_000;
 
 /// The outcome of [`Ledger::apply`].
 #[derive(Debug, Clone)]
@@ -28,12 +32,15 @@ pub enum Change {
 /// When the cache fails (Redis down), the ledger carries on with the store alone: reads come from
 /// the database and changes are written to it directly, so losing the cache loses no job; what is
 /// lost meanwhile is the cache's compare-and-set between writers and its change feed (long-poll
-/// and SSE wait until their timeout).
+/// and SSE wait until their timeout). Once the cache is back, each process puts the snapshots of
+/// the jobs it changed meanwhile there, read from the primary database (the cache keeps a snapshot
+/// only over an older one): the rest of the cache was never wrong, and stays.
 #[derive(Clone)]
 pub struct Ledger {
     cache: Arc<dyn Cache>,
     store: JobStore,
     cache_down: Arc<AtomicBool>,
+    changed_without_cache: Arc<Mutex<HashSet<Uuid>>>,
 }
 
 impl Ledger {
@@ -42,6 +49,7 @@ impl Ledger {
             cache,
             store,
             cache_down: Arc::default(),
+            changed_without_cache: Arc::default(),
         }
     }
 
@@ -51,13 +59,12 @@ impl Ledger {
         match answer {
             Ok(value) => {
                 if self.cache_down.swap(false, Ordering::Relaxed) {
-                    tracing::info!("The cache answers again; forgetting the snapshots it had.");
-                    let cache = self.cache.clone();
-                    tokio::spawn(async move {
-                        if let Err(error) = cache.forget_jobs().await {
-                            tracing::warn!(%error, "Could not forget the cached snapshots; some may show an older state for up to a day.");
-                        }
-                    });
+                    let changed = std::mem::take(&mut *self.changed_without_cache.lock().unwrap());
+                    tracing::info!(
+                        jobs = changed.len(),
+                        "The cache answers again; bringing the jobs changed meanwhile up to date in it."
+                    );
+                    tokio::spawn(self.clone().recache(changed));
                 }
                 Some(value)
             }
@@ -70,6 +77,39 @@ impl Ledger {
         }
     }
 
+    /// Puts the newest snapshots of `changed` (jobs changed here while the cache was down) in the
+    /// cache.
+    async fn recache(self, changed: HashSet<Uuid>) {
+        let mut missed = 0;
+        for id in changed {
+            let newest = match self.store.get_newest(id).await {
+                Ok(Some(job)) => job,
+                Ok(None) => continue,
+                Err(_) => {
+                    missed += 1;
+                    continue;
+                }
+            };
+            if self.cache.put_job(&newest).await.is_err() {
+                missed += 1;
+            }
+        }
+        if missed > 0 {
+            tracing::warn!(
+                missed,
+                "Some jobs changed while the cache was down could not be brought up to date in it; their next change will."
+            );
+        }
+    }
+
+    /// Notes a change that reached the store alone.
+    fn changed_without_cache(&self, id: Uuid) {
+        let mut changed = self.changed_without_cache.lock().unwrap();
+        if changed.len() < MAX_CHANGED_WITHOUT_CACHE {
+            changed.insert(id);
+        }
+    }
+
     pub fn cache(&self) -> &Arc<dyn Cache> {
         &self.cache
     }
@@ -78,7 +118,9 @@ impl Ledger {
         &self.store
     }
 
-    /// The job as it is: from the cache, else from the store (and then cached).
+    /// The job as it is: from the cache, else from the store. What the store says is cached only
+    /// once the job has ended: read from a replica, an unfinished job may be behind, and cached
+    /// it would pass for the newest until its next change.
     pub async fn get(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
         if let Some(Some(job)) = self.cache_answer(self.cache.get_job(id).await) {
             return Ok(Some(job));
@@ -86,7 +128,9 @@ impl Ledger {
         let Some(job) = self.store.get(id).await? else {
             return Ok(None);
         };
-        self.cache_answer(self.cache.put_job(&job).await);
+        if job.status.is_terminal() {
+            self.cache_answer(self.cache.put_job(&job).await);
+        }
         Ok(Some(job))
     }
 
@@ -103,6 +147,7 @@ impl Ledger {
     /// A job the broker has accepted: visible at once, before any worker has seen it.
     pub async fn accepted(&self, job: &Job) -> Result<(), StoreError> {
         if self.cache_answer(self.cache.put_job(job).await).is_none() {
+            self.changed_without_cache(job.id);
             self.store.write(job.clone()).await?;
         }
         Ok(())
@@ -139,6 +184,7 @@ impl Ledger {
                 // Without the cache, the store's guard (newest version wins, terminal is final)
                 // is the only order; the write is awaited so a reader sees it at once.
                 None => {
+                    self.changed_without_cache(next.id);
                     self.store.write(next.clone()).await?;
                     return Ok(Change::Applied(next));
                 }

@@ -210,32 +210,6 @@ impl Cache for RedisCache {
             .map_err(failed("look up a lease"))
     }
 
-    async fn forget_jobs(&self) -> Result<(), StoreError> {
-        let mut commands = self.commands.clone();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(self.keys.every_job())
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut commands)
-                .await
-                .map_err(failed("list job snapshots"))?;
-            if !keys.is_empty() {
-                let _: () = commands
-                    .unlink(keys)
-                    .await
-                    .map_err(failed("forget job snapshots"))?;
-            }
-            if next == 0 {
-                return Ok(());
-            }
-            cursor = next;
-        }
-    }
-
     fn subscribe(&self) -> broadcast::Receiver<Arc<Job>> {
         self.feed.subscribe()
     }

@@ -20,11 +20,6 @@ impl Keys {
         format!("{}job:{id}", self.prefix)
     }
 
-    /// Every job snapshot's key, as a `SCAN` pattern (prefixes hold no glob characters).
-    pub(crate) fn every_job(&self) -> String {
-        format!("{}job:*", self.prefix)
-    }
-
     /// The tenant goes in with its length: tenants and keys are free text, and `a:b` + `c` must not
     /// meet `a` + `b:c`.
     pub(crate) fn idempotency(&self, tenant: &str, key: &str) -> String {

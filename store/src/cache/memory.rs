@@ -170,11 +170,6 @@ impl Cache for MemoryCache {
             .is_some_and(|(_, end)| end > Instant::now()))
     }
 
-    async fn forget_jobs(&self) -> Result<(), StoreError> {
-        self.jobs.invalidate_all();
-        Ok(())
-    }
-
     fn subscribe(&self) -> broadcast::Receiver<Arc<Job>> {
         self.feed.subscribe()
     }

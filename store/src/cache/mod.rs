@@ -88,11 +88,6 @@ pub trait Cache: Send + Sync + 'static {
     /// a moment, could make a live worker's renewal fail.
     async fn lease_held(&self, job: Uuid) -> Result<bool, StoreError>;
 
-    /// Forgets every job snapshot. After an outage during which changes went to the store alone,
-    /// the snapshots cached before it may be stale; readers fall back to the store until the
-    /// cache fills again.
-    async fn forget_jobs(&self) -> Result<(), StoreError>;
-
     /// Every snapshot kept from now on, in order per job.
     fn subscribe(&self) -> broadcast::Receiver<Arc<Job>>;
 
