@@ -112,7 +112,17 @@ fn walk(
         },
         message,
     };
+    let nul = |path: &str| ApiError::InvalidField {
+        field: if path.is_empty() {
+            "body".into()
+        } else {
+            path.to_owned()
+        },
+        message: "strings may not hold the NUL character (\\u0000): the job store cannot keep it"
+            .into(),
+    };
     match value {
+        Value::String(text) if text.contains('\0') => Err(nul(path)),
         Value::String(text) if text.len() > limits.max_json_string_bytes => Err(over(
             path,
             format!(
@@ -164,6 +174,9 @@ fn walk(
                     path.push('.');
                 }
                 path.push_str(key);
+                if key.contains('\0') {
+                    return Err(nul(path));
+                }
                 if key.len() > limits.max_json_string_bytes {
                     return Err(over(
                         path,

@@ -205,3 +205,52 @@ async fn invented_http_methods_add_no_series_to_the_metrics() {
     assert!(!page.contains("INVENTED"), "a method became a label value");
     assert!(page.contains(r#"method="other""#), "{page}");
 }
+
+/// PostgreSQL's `jsonb` holds no NUL: accepted, such a job could never be written to the store.
+#[tokio::test]
+async fn a_nul_character_anywhere_in_the_body_is_refused_naming_the_field() {
+    let app = spawn_app_with(&[]).await;
+    for (body, field) in [
+        (echo(json!({"a": "x\u{0}y"})), "payload.a"),
+        (echo(json!({"list": [1, "\u{0}"]})), "payload.list[1]"),
+        (echo(json!({"k\u{0}": 1})), "payload.k\u{0}"),
+    ] {
+        let refused = app
+            .refused(&body, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field")
+            .await;
+        assert_eq!(refused["field"], field, "{refused}");
+    }
+    nothing_else_accepted(&app).await;
+}
+
+/// The store keeps tenants of up to 128 characters; a token that claims more, or a control
+/// character, speaks for no tenant.
+#[tokio::test]
+async fn tenant_and_subject_claims_the_store_cannot_hold_are_refused() {
+    let app = spawn_app_with(&[]).await;
+    for tenant in ["t".repeat(129), "a\u{0}b".into(), "line\nbreak".into()] {
+        let response = app
+            .client
+            .post(app.url("/v1/jobs"))
+            .bearer_auth(app.token_for(&tenant))
+            .json(&echo(json!({})))
+            .send()
+            .await
+            .unwrap();
+        let refused = problem(response, StatusCode::UNAUTHORIZED, "invalid_token").await;
+        assert!(
+            refused["detail"].as_str().unwrap().contains("`tenant`"),
+            "{refused}"
+        );
+    }
+    let longest = "t".repeat(128);
+    let response = app
+        .client
+        .post(app.url("/v1/jobs"))
+        .bearer_auth(app.token_for(&longest))
+        .json(&echo(json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+}

@@ -123,9 +123,8 @@ impl Authenticator {
         let claims = jsonwebtoken::decode::<Claims>(token, &key.decoding, rules)
             .map_err(|error| self.refusal(error.kind()))?
             .claims;
-        if claims.tenant.is_empty() {
-            return Err(refused("its `tenant` claim is empty"));
-        }
+        storable_claim("tenant", &claims.tenant, MAX_TENANT_CHARS)?;
+        storable_claim("sub", &claims.sub, MAX_SUBJECT_CHARS)?;
         Ok(Caller {
             subject: claims.sub,
             tenant: claims.tenant,
@@ -206,6 +205,29 @@ fn header(token: &str) -> Result<Header, ApiError> {
         return Err(refused("it is unsigned (`alg: none`)"));
     }
     Ok(header)
+}
+
+/// Longest `tenant` claim: what the store's tenant column holds.
+const MAX_TENANT_CHARS: usize = 128;
+const MAX_SUBJECT_CHARS: usize = 256;
+
+/// A claim the store, logs and keys can hold: 1 to `max` characters, none of them a control
+/// character (a NUL, which PostgreSQL refuses, a line break, which would forge log lines).
+fn storable_claim(name: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.is_empty() {
+        return Err(refused(format!("its `{name}` claim is empty")));
+    }
+    if value.chars().count() > max {
+        return Err(refused(format!(
+            "its `{name}` claim is longer than {max} characters"
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(refused(format!(
+            "its `{name}` claim holds a control character"
+        )));
+    }
+    Ok(())
 }
 
 fn refused(reason: impl Into<String>) -> ApiError {
