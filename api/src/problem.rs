@@ -264,7 +264,9 @@ impl From<conveyor_store::StoreError> for ApiError {
         match error {
             // Outages (of the database, or of the cache where nothing stands in for it) pass.
             Database(_) | Cache(_) => ApiError::StoreUnavailable(error.to_string()),
-            SchemaBehind(_) | Contended(_) | Config(_) => ApiError::Internal(error.to_string()),
+            Refused(_) | SchemaBehind(_) | Contended(_) | Config(_) => {
+                ApiError::Internal(error.to_string())
+            }
         }
     }
 }

@@ -34,6 +34,9 @@ pub enum Event {
     Cancel,
     /// The lease on running `attempt` ended without an outcome: its worker was lost.
     Rescue { attempt: u32 },
+    /// The store refuses to hold the job (a value the database cannot keep): it can never be
+    /// recorded, so it fails.
+    Unstorable,
 }
 
 /// How an attempt ended.
@@ -85,6 +88,9 @@ pub fn accepted_status(run_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Job
         JobStatus::Queued
     }
 }
+
+/// The error of a job the store refused to hold.
+pub const UNSTORABLE: &str = "the job store refused to hold this job (the database cannot keep a value in it); it was dead-lettered";
 
 /// The error a job shows once its worker was lost during `attempt`.
 fn lost(attempt: u32) -> String {
@@ -175,6 +181,10 @@ pub fn decide(job: &Job, event: &Event, now: DateTime<Utc>) -> Decision {
                 next.run_at = Some(now);
             }
         }
+        Event::Unstorable => {
+            next.status = JobStatus::Failed;
+            next.error = Some(UNSTORABLE.into());
+        }
     }
     if next.status.is_terminal() {
         next.finished_at = Some(now);
@@ -256,6 +266,7 @@ mod tests {
             },
             Event::Cancel,
             Event::Rescue { attempt: 1 },
+            Event::Unstorable,
         ];
         for status in TERMINAL {
             for event in &events {
@@ -477,6 +488,16 @@ mod tests {
             Decision::Keep(Kept::StaleAttempt),
             "an attempt that is not the one running is not rescued"
         );
+    }
+
+    #[test]
+    fn a_job_the_store_refuses_fails_whatever_it_was_doing() {
+        for status in [JobStatus::Queued, JobStatus::Scheduled, JobStatus::Running] {
+            let failed = applied(decide(&job(status), &Event::Unstorable, Utc::now()));
+            assert_eq!(failed.status, JobStatus::Failed);
+            assert_eq!(failed.error.as_deref(), Some(UNSTORABLE));
+            assert!(failed.finished_at.is_some());
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Group commit: many writers, one transaction. Each caller hands over one item; a single task
 //! takes whatever has queued up (up to a batch size), commits it at once and tells every caller.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::StoreError;
 
 const FLUSH_TRIES: u32 = 5;
+
+/// The values of a committed batch that the database refused (by index in the batch, with its
+/// reason): the rest of the batch is committed.
+pub(crate) type Refusals = Vec<(usize, String)>;
 
 /// A value to commit (with or without someone waiting for it), or a waiter alone: a flush, told
 /// once everything handed over before it is committed.
@@ -34,7 +39,7 @@ impl<T: Send + Sync + 'static> Batcher<T> {
     pub(crate) fn spawn<F, Fut>(name: &'static str, max_batch: usize, flush: F) -> Batcher<T>
     where
         F: Fn(Arc<Vec<T>>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), StoreError>> + Send,
+        Fut: Future<Output = Result<Refusals, StoreError>> + Send,
     {
         // The bounded channel is the backpressure: writers wait when the database falls behind.
         let (tx, mut rx) = mpsc::channel::<Item<T>>(max_batch * 4);
@@ -52,24 +57,36 @@ impl<T: Send + Sync + 'static> Batcher<T> {
                     match (item.value, item.done) {
                         (Some(value), done) => {
                             unwaited += usize::from(done.is_none());
+                            waiters.extend(done.map(|done| (values.len(), done)));
                             values.push(value);
-                            waiters.extend(done);
                         }
                         (None, Some(flush)) => flushes.push(flush),
                         (None, None) => {}
                     }
                 }
                 let result = if values.is_empty() {
-                    Ok(())
+                    Ok(Refusals::new())
                 } else {
                     flush_with_retries(name, &flush, Arc::new(values)).await
+                };
+                let mut refusals: HashMap<usize, String> = match &result {
+                    Ok(refusals) => refusals.iter().cloned().collect(),
+                    Err(_) => HashMap::new(),
                 };
                 if result.is_err() {
                     lost += unwaited;
                 }
-                for waiter in waiters {
-                    let _ = waiter.send(result.clone());
+                for (index, waiter) in waiters {
+                    let told = match (&result, refusals.remove(&index)) {
+                        (Err(error), _) => Err(error.clone()),
+                        (Ok(_), Some(reason)) => Err(StoreError::Refused(reason)),
+                        (Ok(_), None) => Ok(()),
+                    };
+                    let _ = waiter.send(told);
                 }
+                // What is left was refused with nobody waiting for it.
+                lost += refusals.len();
+                let result = result.map(|_| ());
                 if !flushes.is_empty() {
                     let flushed = match lost {
                         0 => result.clone(),
@@ -130,17 +147,17 @@ async fn flush_with_retries<T, F, Fut>(
     name: &'static str,
     flush: &F,
     values: Arc<Vec<T>>,
-) -> Result<(), StoreError>
+) -> Result<Refusals, StoreError>
 where
     F: Fn(Arc<Vec<T>>) -> Fut,
-    Fut: Future<Output = Result<(), StoreError>>,
+    Fut: Future<Output = Result<Refusals, StoreError>>,
 {
     let mut pause = Duration::from_millis(50);
     let mut tries = 0;
     loop {
         tries += 1;
         match flush(values.clone()).await {
-            Ok(()) => return Ok(()),
+            Ok(refusals) => return Ok(refusals),
             Err(error) if tries < FLUSH_TRIES => {
                 tracing::warn!(writer = name, %error, rows = values.len(), tries, "Group commit failed; retrying.");
                 tokio::time::sleep(pause).await;
@@ -193,7 +210,7 @@ mod tests {
             async move {
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 seen.lock().unwrap().push(values.len());
-                Ok(())
+                Ok(Refusals::new())
             }
         });
         let commits: Vec<_> = (0..500)
@@ -219,7 +236,7 @@ mod tests {
             async move {
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 seen.lock().unwrap().extend(values.iter().copied());
-                Ok(())
+                Ok(Refusals::new())
             }
         });
         for value in 0..10 {
@@ -244,5 +261,31 @@ mod tests {
             Err(StoreError::Database("down".into()))
         });
         assert!(batcher.commit(1).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_refused_value_fails_alone() {
+        let batcher = Batcher::spawn("test", 10, |values: Arc<Vec<u32>>| async move {
+            Ok(values
+                .iter()
+                .enumerate()
+                .filter(|(_, value)| **value == 13)
+                .map(|(index, _)| (index, "unlucky".to_owned()))
+                .collect())
+        });
+        let commits: Vec<_> = [12, 13, 14]
+            .into_iter()
+            .map(|value| {
+                let batcher = batcher.clone();
+                tokio::spawn(async move { batcher.commit(value).await })
+            })
+            .collect();
+        let results: Vec<_> = futures_util::future::join_all(commits)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+        assert!(matches!(&results[1], Err(StoreError::Refused(reason)) if reason == "unlucky"));
     }
 }

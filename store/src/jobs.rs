@@ -11,7 +11,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use crate::batch::{Batcher, power_of_two_chunks};
+use crate::batch::{Batcher, Refusals, power_of_two_chunks};
 use crate::entity::jobs;
 use crate::{Database, StoreError};
 
@@ -49,7 +49,7 @@ impl JobStore {
         let connection = db.write.clone();
         let newest_wins = newest_wins();
         let writes = Batcher::spawn("jobs", WRITE_BATCH, move |batch| {
-            upsert_newest(connection.clone(), newest_wins.clone(), batch)
+            upsert_isolating(connection.clone(), newest_wins.clone(), batch)
         });
         JobStore { writes, db }
     }
@@ -169,12 +169,14 @@ impl JobStore {
 }
 
 /// Writes the newest snapshot of each job in `batch`, unless the row already holds a newer one or
-/// a terminal one: the database, like the cache, never moves a job backwards.
-async fn upsert_newest(
+/// a terminal one: the database, like the cache, never moves a job backwards. A snapshot the
+/// database refuses (a value it cannot hold) is split off, halving the batch until it stands
+/// alone: it fails by itself, and the other jobs of the batch are committed.
+async fn upsert_isolating(
     db: DatabaseConnection,
     newest_wins: OnConflict,
     batch: Arc<Vec<Job>>,
-) -> Result<(), StoreError> {
+) -> Result<Refusals, StoreError> {
     let mut newest: HashMap<Uuid, &Job> = HashMap::with_capacity(batch.len());
     for job in batch.iter() {
         match newest.entry(job.id) {
@@ -187,9 +189,39 @@ async fn upsert_newest(
             }
         }
     }
-    let rows: Vec<jobs::ActiveModel> = newest
-        .into_values()
-        .map(|job| jobs::Model::from(job).into_active_model())
+    let newest: Vec<&Job> = newest.into_values().collect();
+    let mut refused: HashMap<Uuid, String> = HashMap::new();
+    let mut parts = vec![newest.as_slice()];
+    while let Some(part) = parts.pop() {
+        match upsert(&db, &newest_wins, part).await {
+            Ok(()) => {}
+            Err(StoreError::Refused(reason)) if part.len() == 1 => {
+                tracing::error!(job_id = %part[0].id, %reason, "The database refused a job's snapshot.");
+                refused.insert(part[0].id, reason);
+            }
+            Err(StoreError::Refused(_)) => {
+                let (first, second) = part.split_at(part.len() / 2);
+                parts.extend([first, second]);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(batch
+        .iter()
+        .enumerate()
+        .filter_map(|(index, job)| Some((index, refused.get(&job.id)?.clone())))
+        .collect())
+}
+
+/// Upserts `jobs` (one snapshot per job) in one transaction.
+async fn upsert(
+    db: &DatabaseConnection,
+    newest_wins: &OnConflict,
+    jobs: &[&Job],
+) -> Result<(), StoreError> {
+    let rows: Vec<jobs::ActiveModel> = jobs
+        .iter()
+        .map(|job| jobs::Model::from(*job).into_active_model())
         .collect();
     let txn = db.begin().await?;
     for chunk in power_of_two_chunks(&rows, ROWS_PER_STATEMENT) {

@@ -7,7 +7,7 @@ use sea_orm::{
     ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
 };
 
-use crate::batch::{Batcher, power_of_two_chunks};
+use crate::batch::{Batcher, Refusals, power_of_two_chunks};
 use crate::entity::broker_messages;
 use crate::{Database, StoreError};
 
@@ -30,11 +30,21 @@ impl SqlJournal {
     pub fn new(db: &Database) -> SqlJournal {
         let connection = db.write.clone();
         let appends = Batcher::spawn("journal-appends", APPENDS_PER_COMMIT, move |batch| {
-            append_all(connection.clone(), batch)
+            let connection = connection.clone();
+            async move {
+                append_all(connection, batch)
+                    .await
+                    .map(|()| Refusals::new())
+            }
         });
         let connection = db.write.clone();
         let removals = Batcher::spawn("journal-removals", REMOVALS_PER_COMMIT, move |batch| {
-            remove_all(connection.clone(), batch)
+            let connection = connection.clone();
+            async move {
+                remove_all(connection, batch)
+                    .await
+                    .map(|()| Refusals::new())
+            }
         });
         SqlJournal {
             appends,

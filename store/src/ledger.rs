@@ -166,6 +166,21 @@ impl Ledger {
     /// job where it is newer than what the cache and store know (see [`Ledger::current`]).
     /// Terminal snapshots are committed to the store before this returns.
     pub async fn apply(&self, fallback: &Job, event: &Event) -> Result<Change, StoreError> {
+        self.apply_to(fallback, event, true).await
+    }
+
+    /// Fails a job that the store refused to hold ([`StoreError::Refused`]), in the cache alone:
+    /// its readers see why, until the cache forgets it.
+    pub async fn unstorable(&self, job: &Job) -> Result<Change, StoreError> {
+        self.apply_to(job, &Event::Unstorable, false).await
+    }
+
+    async fn apply_to(
+        &self,
+        fallback: &Job,
+        event: &Event,
+        to_store: bool,
+    ) -> Result<Change, StoreError> {
         for _ in 0..MAX_RACES {
             let current = self.current(fallback).await?;
             let changed = match lifecycle::decide(&current, event, Utc::now()) {
@@ -183,15 +198,16 @@ impl Ledger {
                 Some(true) => {}
                 // Without the cache, the store's guard (newest version wins, terminal is final)
                 // is the only order; the write is awaited so a reader sees it at once.
-                None => {
+                None if to_store => {
                     self.changed_without_cache(next.id);
                     self.store.write(next.clone()).await?;
                     return Ok(Change::Applied(next));
                 }
+                None => return Err(StoreError::Cache("the cache is down".into())),
             }
-            if next.status.is_terminal() {
+            if to_store && next.status.is_terminal() {
                 self.store.write(next.clone()).await?;
-            } else {
+            } else if to_store {
                 self.store.write_soon(next.clone()).await?;
             }
             return Ok(Change::Applied(next));

@@ -350,3 +350,35 @@ async fn delayed_messages_are_held_until_due_and_claimed_once(db: TestDb) {
         "b"
     );
 }
+
+/// PostgreSQL's `jsonb` holds no NUL: a snapshot with one is refused, alone, and the group commit
+/// it shared goes through for every other job in it.
+#[tokio::test]
+async fn a_snapshot_the_database_refuses_fails_alone() {
+    let store = JobStore::new(postgres().await.database);
+    let mut jobs: Vec<Job> = (0..32).map(|_| job(JobStatus::Queued, 1)).collect();
+    jobs[7].payload = json!({"a": "x\u{0}y"});
+    let writes = jobs.iter().map(|job| {
+        let store = store.clone();
+        let job = job.clone();
+        tokio::spawn(async move { store.write(job).await })
+    });
+    let results: Vec<_> = join_all(writes)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    for (n, (job, result)) in jobs.iter().zip(&results).enumerate() {
+        let stored = store.get(job.id).await.unwrap();
+        if n == 7 {
+            assert!(
+                matches!(result, Err(conveyor_store::StoreError::Refused(_))),
+                "{result:?}"
+            );
+            assert!(stored.is_none());
+        } else {
+            assert!(result.is_ok(), "job {n}: {result:?}");
+            assert!(stored.is_some(), "job {n} was not stored");
+        }
+    }
+}

@@ -9,7 +9,7 @@ use chrono::Utc;
 use conveyor_events::{Command, Delivery, Outgoing};
 use conveyor_schemas::lifecycle::{Event, Kept, Outcome};
 use conveyor_schemas::{Job, JobStatus};
-use conveyor_store::Change;
+use conveyor_store::{Change, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::{dead_letter, follow_up, hold_until};
@@ -38,7 +38,7 @@ enum Settle {
 #[derive(Debug, thiserror::Error)]
 enum AttemptError {
     #[error(transparent)]
-    Store(#[from] conveyor_store::StoreError),
+    Store(#[from] StoreError),
     #[error(transparent)]
     Broker(#[from] conveyor_events::BrokerError),
 }
@@ -91,6 +91,11 @@ pub(crate) async fn process(shared: &Arc<Shared>, delivery: Delivery) {
                     hand_back(delivery).await;
                 }
             });
+        }
+        // The recorder fails and dead-letters a job the store refuses; trying again cannot help.
+        Err(AttemptError::Store(StoreError::Refused(reason))) => {
+            tracing::error!(%job_id, %reason, "The store refuses the job; leaving it to the recorder.");
+            acknowledge(delivery, Some(job_id)).await;
         }
         Err(error) => {
             tracing::error!(%job_id, %error, "Could not record the attempt; handing the command back.");

@@ -2,8 +2,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use conveyor_events::{Broker, BrokerError, Command, Delivery, Topics};
-use conveyor_store::Ledger;
+use conveyor_schemas::Job;
+use conveyor_store::{Change, Ledger, StoreError};
 use tokio_util::sync::CancellationToken;
+
+use crate::commands::dead_letter;
 
 /// Commands recorded in one go: they share the store's group commits.
 const RECORD_BATCH: usize = 512;
@@ -49,6 +52,31 @@ impl Recorder {
         }
     }
 
+    /// A job the store refuses to hold fails (where the cache shows it) and is dead-lettered,
+    /// where its command is kept whole for an operator; its command is then done with, so that it
+    /// holds up nothing behind it.
+    async fn unstorable(&self, delivery: Delivery, job: &Job, reason: &str) {
+        tracing::error!(job_id = %job.id, %reason, "The store refuses the job; failing and dead-lettering it.");
+        let failed = match self.ledger.unstorable(job).await {
+            Ok(Change::Applied(failed)) => failed,
+            Ok(Change::Declined(current, _)) => current,
+            Err(error) => {
+                tracing::warn!(job_id = %job.id, %error, "Could not show the job failed; dead-lettering it all the same.");
+                job.clone()
+            }
+        };
+        match dead_letter(&*self.broker, &self.topics, &failed).await {
+            Ok(()) => {
+                let _ = delivery.ack().await;
+            }
+            Err(error) => {
+                tracing::error!(job_id = %job.id, %error, "Could not dead-letter the job; handing the command back.");
+                tokio::time::sleep(RETRY_PAUSE).await;
+                let _ = delivery.nack().await;
+            }
+        }
+    }
+
     async fn record(&self, delivery: Delivery) {
         // An undecodable command is the workers' to dead-letter; there is nothing to record.
         let Ok(Command::RunJob { job }) = Command::decode(&delivery.payload) else {
@@ -61,6 +89,7 @@ impl Recorder {
                     tracing::warn!(job_id = %job.id, %error, "Acknowledgement failed; the job may be recorded again.");
                 }
             }
+            Err(StoreError::Refused(reason)) => self.unstorable(delivery, &job, &reason).await,
             Err(error) => {
                 tracing::error!(job_id = %job.id, %error, "Could not record the job; handing the command back.");
                 tokio::time::sleep(RETRY_PAUSE).await;

@@ -1,0 +1,95 @@
+//! The recorder on PostgreSQL: a job the database refuses to hold fails and is dead-lettered by
+//! itself, and the jobs recorded with it are not held up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use conveyor_events::{Broker, Command, MemoryBroker, Outgoing, Topics, Topology};
+use conveyor_schemas::lifecycle::UNSTORABLE;
+use conveyor_schemas::{Job, JobStatus};
+use conveyor_store::{Database, JobStore, Ledger, MemoryCache};
+use conveyor_workers::Recorder;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+fn queued(tenant: &str, payload: Value) -> Job {
+    let now = Utc::now();
+    Job {
+        id: Uuid::now_v7(),
+        job_type: "echo".into(),
+        status: JobStatus::Queued,
+        payload,
+        result: None,
+        error: None,
+        attempts: 0,
+        max_attempts: 3,
+        progress: None,
+        created_at: now,
+        updated_at: now,
+        run_at: None,
+        started_at: None,
+        finished_at: None,
+        timeout_ms: None,
+        version: 1,
+        tenant: tenant.into(),
+        cancel_requested: false,
+        idempotency_key: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_the_database_refuses_fails_alone_and_holds_up_no_other() {
+    let url = std::env::var("CONVEYOR_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("t_{}", Uuid::now_v7().simple());
+    let database = Database::connect(&url, None, Some(&schema)).await.unwrap();
+    database.migrate().await.unwrap();
+    let ledger = Ledger::new(Arc::new(MemoryCache::new()), JobStore::new(database));
+    let topics = Topics::new("t.");
+    let broker = Arc::new(MemoryBroker::new());
+    broker.declare(&Topology::conveyor(&topics));
+    let mut dead_letters = broker
+        .subscribe(&topics.dead_letter(), Topics::WORKERS)
+        .await
+        .unwrap();
+
+    // Past the API's checks (which refuse it at the edge), as from an older api replica.
+    let refused = queued("mallory", json!({"a": "x\u{0}y"}));
+    let others: Vec<Job> = (0..20).map(|n| queued("alice", json!({"n": n}))).collect();
+    let mut commands = Vec::new();
+    for job in std::iter::once(&refused).chain(&others) {
+        ledger.accepted(job).await.unwrap();
+        let command = Command::RunJob { job: job.clone() }.encode();
+        commands.push(Outgoing::now(job.id.to_string(), command));
+    }
+    broker.publish(&topics.jobs(), commands).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let recorder = Recorder::new(broker.clone(), ledger.clone(), topics.clone());
+    let recording = tokio::spawn(recorder.run(shutdown.clone()));
+
+    let dead = tokio::time::timeout(Duration::from_secs(10), dead_letters.recv(1))
+        .await
+        .expect("the refused job is dead-lettered")
+        .unwrap();
+    let Command::RunJob { job } = Command::decode(&dead[0].payload).unwrap();
+    assert_eq!(job.id, refused.id);
+    assert_eq!(job.payload, refused.payload, "kept whole");
+    let shown = ledger.get(refused.id).await.unwrap().unwrap();
+    assert_eq!(shown.status, JobStatus::Failed);
+    assert_eq!(shown.error.as_deref(), Some(UNSTORABLE));
+    for job in &others {
+        let mut stored = None;
+        for _ in 0..100 {
+            stored = ledger.store().get(job.id).await.unwrap();
+            if stored.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(stored.is_some(), "alice's job {} was held up", job.id);
+    }
+    shutdown.cancel();
+    recording.await.unwrap().unwrap();
+}
