@@ -68,8 +68,12 @@ pub enum ApiError {
     NotCancellable(JobStatus),
     #[error("this Idempotency-Key was used with a different request")]
     IdempotencyKeyReused,
-    #[error("a request with this Idempotency-Key is still being accepted; retry shortly")]
-    IdempotencyKeyInUse,
+    /// The cause is logged; the client learns the id its job would have.
+    #[error(
+        "the broker did not confirm the job in time: it may have been accepted, as job {job_id}. \
+         Retry with the same Idempotency-Key to get that job rather than a second one"
+    )]
+    PublishUnconfirmed { job_id: uuid::Uuid, cause: String },
     #[error("the `{policy}` rate limit of this tenant is used up; retry in {} s", retry_after_secs(*.retry_after))]
     RateLimited {
         policy: &'static str,
@@ -162,10 +166,10 @@ impl ApiError {
                 "idempotency_key_reused",
                 "Idempotency key reused",
             ),
-            IdempotencyKeyInUse => (
-                StatusCode::CONFLICT,
-                "idempotency_key_in_use",
-                "Idempotency key in use",
+            PublishUnconfirmed { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "publish_unconfirmed",
+                "Publish unconfirmed",
             ),
             RateLimited { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
@@ -281,7 +285,9 @@ impl ResponseError for ApiError {
             ApiError::Internal(cause) => {
                 tracing::error!(%cause, "Request failed with an internal error.");
             }
-            ApiError::BrokerUnavailable(cause) | ApiError::StoreUnavailable(cause) => {
+            ApiError::BrokerUnavailable(cause)
+            | ApiError::StoreUnavailable(cause)
+            | ApiError::PublishUnconfirmed { cause, .. } => {
                 tracing::warn!(%cause, "Request failed: a dependency is unavailable.");
             }
             _ => {}
@@ -309,7 +315,7 @@ impl ResponseError for ApiError {
             }
             ApiError::BrokerUnavailable(_)
             | ApiError::StoreUnavailable(_)
-            | ApiError::IdempotencyKeyInUse
+            | ApiError::PublishUnconfirmed { .. }
             | ApiError::InFlightQuotaExceeded { .. }
             | ApiError::TooManyStreams { .. } => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));

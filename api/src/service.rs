@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use conveyor_events::{Broker, Command, Outgoing, Topics};
+use conveyor_events::{Broker, BrokerError, Command, Outgoing, Topics};
 use conveyor_schemas::lifecycle::{self, Event, Kept};
 use conveyor_schemas::{Job, JobStatus, JobTypeCatalog, PayloadRejected};
 use conveyor_store::{Change, IdempotencyClaim, JobPage, JobQuery, Ledger};
@@ -103,6 +103,11 @@ pub enum Submitted {
 enum Claimed {
     /// Another request holds the key; this is its job.
     Existing(Box<Job>),
+    /// Another request holds the key for the job with this id, which is nowhere to be seen: that
+    /// request ended without knowing whether the broker took the job (or is slower than any
+    /// wait). This one publishes the job again under the same id; whichever copy a worker meets
+    /// first runs it, once.
+    Unconfirmed(Uuid),
     /// The key is ours until the job is accepted (or the claim is dropped).
     Mine(Reservation),
 }
@@ -186,11 +191,12 @@ impl JobService {
             return Err(ApiError::JobTypeNotAllowed(request.job_type));
         }
         self.validate(&request)?;
-        let job = self.new_job(caller, request, idempotency_key);
+        let mut job = self.new_job(caller, request, idempotency_key);
         let mut claim = None;
         if let Some(key) = &job.idempotency_key {
             match self.claim_key(&job, key).await? {
                 Claimed::Existing(existing) => return Ok(Submitted::Existing(*existing)),
+                Claimed::Unconfirmed(id) => job.id = id,
                 Claimed::Mine(mine) => claim = Some(mine),
             }
         }
@@ -200,12 +206,23 @@ impl JobService {
         };
         let command = Command::RunJob { job: job.clone() };
         let message = Outgoing::now(job.id.to_string(), command.encode());
-        if let Err(error) = self
+        match self
             .broker
             .publish(&self.settings.topics.jobs(), vec![message])
             .await
         {
-            return Err(ApiError::BrokerUnavailable(error.to_string()));
+            Ok(()) => {}
+            // The broker may hold the command: the key and the place stay the job's, so that a
+            // retry with the key gets this job rather than a second one. A place held for a job
+            // that never came to be is given back when the quota is next reached.
+            Err(BrokerError::Unconfirmed(cause)) => {
+                claim.into_iter().chain(place).for_each(Reservation::keep);
+                return Err(ApiError::PublishUnconfirmed {
+                    job_id: job.id,
+                    cause,
+                });
+            }
+            Err(error) => return Err(ApiError::BrokerUnavailable(error.to_string())),
         }
         claim.into_iter().chain(place).for_each(Reservation::keep);
         self.ledger.accepted(&job).await?;
@@ -360,7 +377,7 @@ impl JobService {
         match tokio::time::timeout(IDEMPOTENT_WAIT, appeared).await {
             Ok(Ok(Some(existing))) => Ok(Claimed::Existing(Box::new(existing))),
             Ok(Err(error)) => Err(error.into()),
-            Ok(Ok(None)) | Err(_) => Err(ApiError::IdempotencyKeyInUse),
+            Ok(Ok(None)) | Err(_) => Ok(Claimed::Unconfirmed(holder.job_id)),
         }
     }
 

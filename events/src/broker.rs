@@ -7,6 +7,11 @@ pub enum BrokerError {
     /// The broker cannot take messages now (down, full, not confirming); callers answer `503`.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
+    /// Messages were sent but their fate is unknown (no confirmation in time, the connection
+    /// lost while waiting for it): the broker may hold them. Whoever published must act as if it
+    /// might.
+    #[error("broker did not confirm: {0}")]
+    Unconfirmed(String),
     #[error("broker misconfigured: {0}")]
     Config(String),
 }

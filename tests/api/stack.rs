@@ -357,6 +357,66 @@ async fn the_dev_banner_shows_no_password() {
     assert!(!shown.contains(":guest@"), "{shown}");
 }
 
+/// RabbitMQ takes the command, and its confirm is lost on the way back: the api cannot know
+/// whether the job was accepted. It says so, keeps the Idempotency-Key for the job, and the
+/// client's retry with the key gets that job, not a second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_publish_left_unconfirmed_keeps_its_idempotency_key_for_the_job() {
+    let mut deployment = Deployment::new(Stack::Amqp);
+    deployment.migrate().await;
+    let _worker = deployment.start("worker", &[]).await;
+    let proxy = Proxy::start(RABBITMQ).await;
+    deployment.through("--broker-url", RABBITMQ, &proxy);
+    let api = deployment.start("api", &[]).await;
+    let app = client(&api);
+    let warm = app
+        .run_until(json!({"type": "echo", "payload": {}}), "succeeded")
+        .await;
+
+    proxy.mute();
+    let body = json!({"type": "echo", "payload": {"n": 1}});
+    let send = || {
+        app.post_job(&body)
+            .header("Idempotency-Key", "unconfirmed-1")
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert!(first.headers().contains_key("retry-after"));
+    let answer = problem(
+        first,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "publish_unconfirmed",
+    )
+    .await;
+    proxy.cut();
+    proxy.restore();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let job: Value = loop {
+        let response = send().await.unwrap();
+        if response.status().is_success() {
+            break response.json().await.unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the retry never got the job"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let id = id(&job);
+    assert!(
+        answer["detail"].as_str().unwrap().contains(&id),
+        "{answer} vs {job}"
+    );
+    app.wait_for(&id, "succeeded", Duration::from_secs(30))
+        .await;
+    let mut listed = app.listed("/v1/jobs", 2).await;
+    listed.sort();
+    let mut expected = vec![id, self::id(&warm)];
+    expected.sort();
+    assert_eq!(listed, expected, "one job for the key");
+}
+
 /// A series of the metrics at `address`; 0 until it first appears.
 async fn series_in(app: &TestApp, address: &str, series: &str) -> f64 {
     let page = app
@@ -500,12 +560,14 @@ async fn a_broker_that_is_down_gets_no_job_accepted(stack: Stack) {
         .await
         .unwrap();
     assert!(refused.headers().contains_key("retry-after"));
-    let answer = problem(
-        refused,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "broker_unavailable",
-    )
-    .await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let answer: Value = refused.json().await.unwrap();
+    // A Kafka producer cannot tell a message it never sent from one whose acknowledgement was
+    // lost: both time out.
+    assert!(
+        ["broker_unavailable", "publish_unconfirmed"].contains(&answer["code"].as_str().unwrap()),
+        "{answer}"
+    );
     // Whoever asks learns that the broker is away, not where it lives or what it said.
     assert!(!answer.to_string().contains("127.0.0.1"), "{answer}");
     let readyz = app.client.get(app.url("/readyz")).send().await.unwrap();

@@ -67,8 +67,8 @@ impl Publisher {
         let outcome = tokio::time::timeout(PUBLISH_TIMEOUT, attempt)
             .await
             .unwrap_or_else(|_| {
-                Err(unavailable(format!(
-                    "{} message(s) to {topic} not confirmed within {} s",
+                Err(BrokerError::Unconfirmed(format!(
+                    "rabbitmq: {} message(s) to {topic} not confirmed within {} s",
                     messages.len(),
                     PUBLISH_TIMEOUT.as_secs()
                 )))
@@ -123,9 +123,10 @@ impl Publisher {
         }
         for (confirm, message) in confirms.into_iter().zip(messages) {
             let key = &message.key;
+            // Sent, and then the channel or connection failed: RabbitMQ may have routed it.
             let confirmation = confirm.await.map_err(|error| {
-                unavailable(format!(
-                    "message {key} to {exchange} not confirmed: {error}"
+                BrokerError::Unconfirmed(format!(
+                    "rabbitmq: message {key} to {exchange} not confirmed: {error}"
                 ))
             })?;
             match confirmation {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use conveyor_events::{BrokerError, Outgoing};
 use rdkafka::ClientConfig;
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 
 use crate::{KafkaSettings, millis, unavailable};
@@ -114,6 +115,14 @@ impl Producer {
         for report in reports {
             match report.await {
                 Ok(Ok(_)) => {}
+                // Sent and retried until the message timeout: the broker may have written it.
+                Ok(Err((error, _)))
+                    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageTimedOut) =>
+                {
+                    return Err(BrokerError::Unconfirmed(format!(
+                        "kafka: a message to {topic} was not confirmed in time: {error}"
+                    )));
+                }
                 Ok(Err((error, _))) => {
                     return Err(unavailable(
                         &format!("a message to {topic} was not written"),
@@ -121,8 +130,8 @@ impl Producer {
                     ));
                 }
                 Err(_) => {
-                    return Err(BrokerError::Unavailable(format!(
-                        "kafka: the producer went away before a message to {topic} was written"
+                    return Err(BrokerError::Unconfirmed(format!(
+                        "kafka: the producer went away before a message to {topic} was confirmed"
                     )));
                 }
             }
