@@ -123,11 +123,15 @@ impl Publisher {
         }
         for (confirm, message) in confirms.into_iter().zip(messages) {
             let key = &message.key;
-            // Sent, and then the channel or connection failed: RabbitMQ may have routed it.
-            let confirmation = confirm.await.map_err(|error| {
-                BrokerError::Unconfirmed(format!(
+            let confirmation = confirm.await.map_err(|error| match error.kind() {
+                // RabbitMQ closed the channel over this publish (no such exchange, say): refused.
+                lapin::ErrorKind::ProtocolError(_) => {
+                    unavailable(format!("message {key} to {exchange} refused: {error}"))
+                }
+                // Sent, and then the connection failed: RabbitMQ may have routed it.
+                _ => BrokerError::Unconfirmed(format!(
                     "rabbitmq: message {key} to {exchange} not confirmed: {error}"
-                ))
+                )),
             })?;
             match confirmation {
                 Confirmation::Ack(None) => {}
