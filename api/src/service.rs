@@ -26,6 +26,10 @@ use crate::tenants::TenantLimits;
 const IDEMPOTENT_WAIT: Duration = Duration::from_secs(5);
 const MAX_ATTEMPTS_LIMIT: u32 = 100;
 const TIMEOUT_MS_LIMIT: u64 = 24 * 60 * 60 * 1000;
+/// How far ahead `run_at` may be: a job held for longer is more likely a mistake (a time in
+/// milliseconds read as seconds) than a plan, and it would hold its payload and its quota place
+/// all that while.
+const RUN_AT_HORIZON_DAYS: i64 = 365;
 /// How many of a tenant's oldest counted jobs are checked when its quota is reached.
 const RECHECKED_IN_FLIGHT: usize = 32;
 /// A counted job that neither the cache nor the store knows this long after its id was made was
@@ -45,7 +49,7 @@ pub struct SubmitJob {
     /// Attempts before the job fails for good (1 to 100).
     #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
-    /// Not before this time (RFC 3339); the job waits as `scheduled`.
+    /// Not before this time (RFC 3339), at most 365 days ahead; the job waits as `scheduled`.
     pub run_at: Option<DateTime<Utc>>,
     /// Time limit of each attempt, in milliseconds (1 to 86,400,000).
     #[schema(minimum = 1, maximum = 86400000)]
@@ -296,6 +300,16 @@ impl JobService {
             return Err(ApiError::InvalidField {
                 field: "timeout_ms".into(),
                 message: format!("timeout_ms must be between 1 and {TIMEOUT_MS_LIMIT}"),
+            });
+        }
+        if let Some(run_at) = request.run_at
+            && run_at > Utc::now() + chrono::Duration::days(RUN_AT_HORIZON_DAYS)
+        {
+            return Err(ApiError::InvalidField {
+                field: "run_at".into(),
+                message: format!(
+                    "run_at may be at most {RUN_AT_HORIZON_DAYS} days ahead, not {run_at}"
+                ),
             });
         }
         self.catalog

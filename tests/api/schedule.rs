@@ -40,3 +40,23 @@ async fn a_job_due_in_the_past_runs_now() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn run_at_more_than_a_year_ahead_is_refused() {
+    let app = spawn_app().await;
+    let far = (Utc::now() + chrono::Duration::days(366)).to_rfc3339();
+    let body = json!({"type": "echo", "payload": {}, "run_at": far});
+    let refused = app
+        .refused(
+            &body,
+            reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        )
+        .await;
+    assert_eq!(refused["field"], "run_at");
+    let near = (Utc::now() + chrono::Duration::days(364)).to_rfc3339();
+    let job = app
+        .submit(json!({"type": "echo", "payload": {}, "run_at": near}))
+        .await;
+    assert_eq!(job["status"], "scheduled");
+}
