@@ -190,7 +190,7 @@ pub(crate) async fn cancel(
 #[utoipa::path(
     get, path = "/v1/jobs", tag = "jobs",
     params(
-        ("type" = Option<String>, Query, description = "Only jobs of this type"),
+        ("type" = Option<String>, Query, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$", description = "Only jobs of this type (no control characters)"),
         ("status" = Option<JobStatus>, Query, description = "Only jobs in this status"),
         ("limit" = Option<u64>, Query, minimum = 1, maximum = 100, description = "Page size, 1 to 100 (default 20)"),
         ("cursor" = Option<Uuid>, Query, description = "`next_cursor` of the previous page"),
