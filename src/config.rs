@@ -191,6 +191,9 @@ pub struct LimitArgs {
     /// Event streams a tenant may hold open on one api server.
     #[arg(long, env = "CONVEYOR_MAX_STREAMS_PER_TENANT", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_streams_per_tenant: u64,
+    /// Long-polls (`GET /v1/jobs/{id}?wait=`) a tenant may have waiting on one api server.
+    #[arg(long, env = "CONVEYOR_MAX_LONG_POLLS_PER_TENANT", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_long_polls_per_tenant: u64,
     /// Bytes of a request's header names and values.
     #[arg(long, env = "CONVEYOR_MAX_HEADER_BYTES", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u64).range(1024..=131_072))]
     pub max_header_bytes: u64,

@@ -188,6 +188,7 @@ async fn start_api(
             http_workers: http.http_workers,
             policies,
             max_streams_per_tenant: http.limits.max_streams_per_tenant as usize,
+            max_long_polls_per_tenant: http.limits.max_long_polls_per_tenant as usize,
             input: InputLimits {
                 max_header_bytes: http.limits.max_header_bytes as usize,
                 client_timeout: Duration::from_millis(http.limits.client_timeout_ms),

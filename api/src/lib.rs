@@ -3,6 +3,7 @@
 
 mod auth;
 mod gate;
+mod hang_up;
 mod input_limits;
 mod metrics;
 mod openapi;
@@ -12,6 +13,7 @@ mod routes;
 mod service;
 mod sse;
 mod tenants;
+mod waits;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -33,7 +35,7 @@ pub use tenants::{DefaultLimits, Policies, PolicyError};
 
 use crate::readiness::Readiness;
 use crate::service::{JobService, JobServiceSettings};
-use crate::sse::OpenStreams;
+use crate::waits::OpenWaits;
 
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
@@ -51,6 +53,8 @@ pub struct ApiSettings {
     pub policies: Policies,
     /// Event streams a tenant may hold open on one server.
     pub max_streams_per_tenant: usize,
+    /// Long-polls (`?wait=`) a tenant may have waiting on one server.
+    pub max_long_polls_per_tenant: usize,
     pub input: InputLimits,
 }
 
@@ -99,7 +103,7 @@ impl Api {
         let policies = web::Data::new(settings.policies.clone());
         let rate_limiter = web::Data::from(dependencies.rate_limiter);
         let input = web::Data::new(settings.input);
-        let streams = web::Data::new(OpenStreams::default());
+        let waits = web::Data::new(OpenWaits::default());
         let max_body = settings.max_body_bytes;
         let http_workers = settings.http_workers;
         let client_timeout = settings.input.client_timeout;
@@ -115,13 +119,14 @@ impl Api {
                 .app_data(policies.clone())
                 .app_data(rate_limiter.clone())
                 .app_data(input.clone())
-                .app_data(streams.clone())
+                .app_data(waits.clone())
                 .app_data(settings.clone())
                 .configure(routes::configure)
                 .default_service(web::to(|| async {
                     Err::<actix_web::HttpResponse, _>(ApiError::RouteNotFound)
                 }))
         })
+        .on_connect(hang_up::remember_socket)
         .disable_signals()
         .shutdown_timeout(10)
         .client_request_timeout(client_timeout)
@@ -158,6 +163,7 @@ impl Api {
                     Err::<actix_web::HttpResponse, _>(ApiError::RouteNotFound)
                 }))
         })
+        .on_connect(hang_up::remember_socket)
         .disable_signals()
         .workers(1)
         .listen(listener)?;

@@ -6,8 +6,8 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
 use prometheus::{
-    HistogramVec, IntCounterVec, IntGaugeVec, register_histogram_vec, register_int_counter_vec,
-    register_int_gauge_vec,
+    HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, register_histogram_vec,
+    register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
 };
 
 pub(crate) static SUBMITTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -61,6 +61,23 @@ pub(crate) static QUEUE_DEPTH: LazyLock<IntGaugeVec> = LazyLock::new(|| {
         "conveyor_queue_depth",
         "Messages waiting on a topic (ready or delayed), as of the last scrape.",
         &["topic"]
+    )
+    .unwrap()
+});
+
+pub(crate) static OPEN_WAITS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "conveyor_open_waits",
+        "Requests waiting on a job on this server, by kind (stream, long_poll).",
+        &["kind"]
+    )
+    .unwrap()
+});
+
+pub(crate) static WATCHED_JOBS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "conveyor_watched_jobs",
+        "Jobs that a long-poll or event stream waits on in this process, as of the last scrape."
     )
     .unwrap()
 });

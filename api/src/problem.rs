@@ -85,6 +85,8 @@ pub enum ApiError {
     InFlightQuotaExceeded { max: u32 },
     #[error("this tenant has {max} event streams open on this server, its most at once")]
     TooManyStreams { max: usize },
+    #[error("this tenant has {max} long-polls waiting on this server, its most at once")]
+    TooManyLongPolls { max: usize },
     #[error("this tenant may not submit jobs of type `{0}`")]
     JobTypeNotAllowed(String),
     #[error("{message}")]
@@ -185,6 +187,11 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_streams",
                 "Too many event streams",
+            ),
+            TooManyLongPolls { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_long_polls",
+                "Too many long-polls",
             ),
             JobTypeNotAllowed(_) => (
                 StatusCode::FORBIDDEN,
@@ -317,7 +324,8 @@ impl ResponseError for ApiError {
             | ApiError::StoreUnavailable(_)
             | ApiError::PublishUnconfirmed { .. }
             | ApiError::InFlightQuotaExceeded { .. }
-            | ApiError::TooManyStreams { .. } => {
+            | ApiError::TooManyStreams { .. }
+            | ApiError::TooManyLongPolls { .. } => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
             }
             ApiError::MethodNotAllowed(allow) => {

@@ -42,6 +42,7 @@ impl Readiness {
                     .set(depth as i64);
             }
         }
+        metrics::WATCHED_JOBS.set(self.ledger.watched() as i64);
     }
 }
 

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use conveyor_events::{Broker, BrokerError, Command, Outgoing, Topics};
 use conveyor_schemas::lifecycle::{self, Event, Kept};
 use conveyor_schemas::{Job, JobStatus, JobTypeCatalog, PayloadRejected};
-use conveyor_store::{Change, IdempotencyClaim, JobPage, JobQuery, Ledger};
+use conveyor_store::{Change, IdempotencyClaim, JobPage, JobQuery, JobWatch, Ledger};
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::Value;
@@ -383,11 +383,11 @@ impl JobService {
             return Err(ApiError::IdempotencyKeyReused);
         }
         // The first request puts its job in the cache once the broker has it: wait for that.
-        let mut changes = self.ledger.subscribe();
+        let mut watch = self.ledger.watch(holder.job_id);
         if let Some(existing) = self.ledger.get(holder.job_id).await? {
             return Ok(Claimed::Existing(Box::new(existing)));
         }
-        let appeared = self.ledger.next_change(&mut changes, holder.job_id, 0);
+        let appeared = self.ledger.next_change(&mut watch, 0);
         match tokio::time::timeout(IDEMPOTENT_WAIT, appeared).await {
             Ok(Ok(Some(existing))) => Ok(Claimed::Existing(Box::new(existing))),
             Ok(Err(error)) => Err(error.into()),
@@ -412,13 +412,13 @@ impl JobService {
         known: &KnownEtags,
         wait: Duration,
     ) -> Result<Job, ApiError> {
-        // Subscribed before reading, so that a change between the read and the wait is not missed.
-        let mut changes = self.ledger.subscribe();
+        // Watched before reading, so that a change between the read and the wait is not missed.
+        let mut watch = self.ledger.watch(id);
         let job = self.get(caller, id).await?;
         if wait.is_zero() || !known.matches(&job) {
             return Ok(job);
         }
-        let changed = self.ledger.next_change(&mut changes, id, job.version);
+        let changed = self.ledger.next_change(&mut watch, job.version);
         match tokio::time::timeout(wait, changed).await {
             Ok(Ok(Some(changed))) => Ok(changed),
             Ok(Err(error)) => Err(error.into()),
@@ -446,21 +446,18 @@ impl JobService {
         Ok(self.ledger.store().list(&caller.tenant, query).await?)
     }
 
-    /// Changes to jobs, for event streams; subscribe before reading the job they follow.
-    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<Arc<Job>> {
-        self.ledger.subscribe()
+    /// A waiter on job `id`'s changes, for event streams: made before reading the job they follow.
+    pub fn watch(&self, id: Uuid) -> JobWatch {
+        self.ledger.watch(id)
     }
 
-    /// The next snapshot of `job` newer than it, from `changes` (see [`Ledger::next_change`]).
+    /// The next snapshot of `job` newer than it, from `watch` (see [`Ledger::next_change`]).
     pub async fn next_change(
         &self,
-        changes: &mut tokio::sync::broadcast::Receiver<Arc<Job>>,
+        watch: &mut JobWatch,
         job: &Job,
     ) -> Result<Option<Job>, ApiError> {
-        Ok(self
-            .ledger
-            .next_change(changes, job.id, job.version)
-            .await?)
+        Ok(self.ledger.next_change(watch, job.version).await?)
     }
 }
 

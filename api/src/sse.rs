@@ -1,64 +1,23 @@
 //! Server-sent events of one job's snapshots.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use conveyor_schemas::Job;
+use conveyor_store::JobWatch;
 use futures_util::Stream;
-use tokio::sync::broadcast;
 use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::service::JobService;
+use crate::waits::WaitPlace;
 
 /// A comment this often keeps proxies from closing an idle stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
-
-/// Event streams open on this server, per tenant: each holds a connection and a task for as long
-/// as the client likes, so a tenant may hold only so many.
-#[derive(Default)]
-pub(crate) struct OpenStreams {
-    per_tenant: Arc<Mutex<HashMap<String, usize>>>,
-}
-
-impl OpenStreams {
-    /// A slot for one more stream of `tenant`, unless it holds `max` already.
-    pub(crate) fn open(&self, tenant: &str, max: usize) -> Option<StreamSlot> {
-        let mut per_tenant = self.per_tenant.lock().expect("no panic holds the lock");
-        let open = per_tenant.entry(tenant.to_owned()).or_default();
-        if *open >= max {
-            return None;
-        }
-        *open += 1;
-        Some(StreamSlot {
-            per_tenant: self.per_tenant.clone(),
-            tenant: tenant.to_owned(),
-        })
-    }
-}
-
-/// One open stream; its place is given back when the stream ends or its client goes.
-pub(crate) struct StreamSlot {
-    per_tenant: Arc<Mutex<HashMap<String, usize>>>,
-    tenant: String,
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        let mut per_tenant = self.per_tenant.lock().expect("no panic holds the lock");
-        if let Some(open) = per_tenant.get_mut(&self.tenant) {
-            *open -= 1;
-            if *open == 0 {
-                per_tenant.remove(&self.tenant);
-            }
-        }
-    }
-}
 
 /// One event of a job's stream, as the OpenAPI document describes each event of the
 /// `text/event-stream` answer: `id` is the job's version, `data` the job as JSON. Only a type to
@@ -96,9 +55,9 @@ impl ToSchema for JobEvent {}
 struct Follow {
     job: Job,
     pending: bool,
-    changes: broadcast::Receiver<Arc<Job>>,
+    watch: JobWatch,
     service: Arc<JobService>,
-    _slot: StreamSlot,
+    _place: WaitPlace,
 }
 
 enum Next {
@@ -107,20 +66,20 @@ enum Next {
     Closed,
 }
 
-/// `first`, then every newer snapshot of the same job, ending after a terminal one. `changes` must
-/// have been subscribed before `first` was read.
+/// `first`, then every newer snapshot of the same job, ending after a terminal one. `watch` must
+/// have been made before `first` was read.
 pub(crate) fn job_events(
     first: Job,
-    changes: broadcast::Receiver<Arc<Job>>,
+    watch: JobWatch,
     service: Arc<JobService>,
-    slot: StreamSlot,
+    place: WaitPlace,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     let follow = Follow {
         job: first,
         pending: true,
-        changes,
+        watch,
         service,
-        _slot: slot,
+        _place: place,
     };
     futures_util::stream::unfold(Some(follow), |follow| async move {
         let mut follow = follow?;
@@ -146,7 +105,7 @@ pub(crate) fn job_events(
 
 /// Waits for a newer snapshot of the job (stored in `follow.job`) or for keep-alive time.
 async fn next_change(follow: &mut Follow) -> Next {
-    let changed = follow.service.next_change(&mut follow.changes, &follow.job);
+    let changed = follow.service.next_change(&mut follow.watch, &follow.job);
     match tokio::time::timeout(KEEP_ALIVE, changed).await {
         Ok(Ok(Some(job))) => {
             follow.job = job;

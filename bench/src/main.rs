@@ -30,6 +30,11 @@ struct Args {
     job_type: String,
     #[arg(long, default_value = "{\"n\":1}")]
     payload: String,
+    /// Long-polls held on a job that does not change (one scheduled an hour ahead) while the load
+    /// runs, each on a connection of its own: what idle waiters cost the others. The token needs
+    /// jobs:read too, and the server a CONVEYOR_MAX_LONG_POLLS_PER_TENANT at least this high.
+    #[arg(long, default_value_t = 0)]
+    idle_long_polls: usize,
     /// Give up waiting for completions after this many seconds.
     #[arg(long, default_value_t = 120)]
     timeout_secs: u64,
@@ -47,6 +52,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let scraper = reqwest::Client::new();
     let finished_before = finished(&scraper, &metrics_urls, &args.job_type).await?;
+
+    let idle = hold_idle_long_polls(&args).await?;
 
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -93,6 +100,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let submit_elapsed = started.elapsed();
     let accepted = args.jobs - refused;
+    let idle_answers = idle.answers.load(Ordering::Relaxed);
+    for long_poll in idle.tasks {
+        long_poll.abort();
+    }
 
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     let mut done = 0;
@@ -117,6 +128,12 @@ async fn main() -> anyhow::Result<()> {
         "jobs            {} of type {} over {} connections",
         args.jobs, args.job_type, args.connections
     );
+    if args.idle_long_polls > 0 {
+        println!(
+            "idle long-polls {} held during the submissions ({idle_answers} answered early)",
+            args.idle_long_polls
+        );
+    }
     println!("accepted        {accepted} ({refused} not accepted)");
     println!(
         "accepted/s      {:.0}",
@@ -137,11 +154,104 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+struct IdleLongPolls {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Answers before the wait was over: the job changed, or the server refused the wait.
+    answers: Arc<AtomicUsize>,
+}
+
+/// Starts `--idle-long-polls` long-polls on a job scheduled an hour ahead, each re-asked when it
+/// is answered, and waits until the server holds them all.
+async fn hold_idle_long_polls(args: &Args) -> anyhow::Result<IdleLongPolls> {
+    let answers = Arc::new(AtomicUsize::new(0));
+    if args.idle_long_polls == 0 {
+        return Ok(IdleLongPolls {
+            tasks: Vec::new(),
+            answers,
+        });
+    }
+    let client = reqwest::Client::new();
+    let run_at = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let quiet = client
+        .post(format!("{}/v1/jobs", args.urls[0]))
+        .bearer_auth(&args.token)
+        .json(&json!({"type": "echo", "payload": {}, "run_at": run_at}))
+        .send()
+        .await?
+        .error_for_status()
+        .context("Failed to submit the job to long-poll on")?;
+    let etag = quiet.headers()["etag"].to_str()?.to_owned();
+    let job: Value = quiet.json().await?;
+    let id = job["id"].as_str().context("the job has no id")?.to_owned();
+    let tasks = (0..args.idle_long_polls)
+        .map(|index| {
+            let url = format!(
+                "{}/v1/jobs/{id}?wait=30",
+                args.urls[index % args.urls.len()]
+            );
+            let (client, token, etag, answers) = (
+                client.clone(),
+                args.token.clone(),
+                etag.clone(),
+                answers.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let answer = client
+                        .get(&url)
+                        .bearer_auth(&token)
+                        .header("if-none-match", &etag)
+                        .send()
+                        .await;
+                    if !matches!(answer, Ok(ref response) if response.status() == 304) {
+                        answers.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    let held = Instant::now();
+    while waiting_long_polls(&client, &args.urls).await? < args.idle_long_polls as u64 {
+        if held.elapsed() > Duration::from_secs(60) {
+            bail!(
+                "the servers did not hold {} long-polls within 60 s",
+                args.idle_long_polls
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(IdleLongPolls { tasks, answers })
+}
+
+/// Long-polls the api servers hold now.
+async fn waiting_long_polls(client: &reqwest::Client, urls: &[String]) -> anyhow::Result<u64> {
+    series_sum(client, urls, |line| {
+        line.starts_with("conveyor_open_waits{kind=\"long_poll\"}")
+    })
+    .await
+}
+
 /// Attempts of `job_type` that ended (any outcome but retrying), summed over the endpoints.
 async fn finished(
     client: &reqwest::Client,
     urls: &[String],
     job_type: &str,
+) -> anyhow::Result<u64> {
+    let of_type = format!("type=\"{job_type}\"");
+    series_sum(client, urls, |line| {
+        line.starts_with("conveyor_jobs_finished_total{")
+            && line.contains(&of_type)
+            && !line.contains("outcome=\"retrying\"")
+    })
+    .await
+}
+
+/// The sum of the `/metrics` lines that `wanted` picks, over the endpoints.
+async fn series_sum(
+    client: &reqwest::Client,
+    urls: &[String],
+    wanted: impl Fn(&str) -> bool,
 ) -> anyhow::Result<u64> {
     let mut total = 0;
     for url in urls {
@@ -154,9 +264,7 @@ async fn finished(
             .await?;
         total += text
             .lines()
-            .filter(|line| line.starts_with("conveyor_jobs_finished_total{"))
-            .filter(|line| line.contains(&format!("type=\"{job_type}\"")))
-            .filter(|line| !line.contains("outcome=\"retrying\""))
+            .filter(|line| wanted(line))
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>() as u64;
     }

@@ -9,6 +9,7 @@ use conveyor_schemas::lifecycle::{self, Decision, Event, Kept};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use crate::watchers::{Heard, JobWatch, Watchers};
 use crate::{Cache, JobStore, StoreError};
 
 /// How often an update re-reads and retries when another writer changed the job first.
@@ -41,6 +42,7 @@ pub struct Ledger {
     store: JobStore,
     cache_down: Arc<AtomicBool>,
     changed_without_cache: Arc<Mutex<HashSet<Uuid>>>,
+    watchers: Arc<Watchers>,
 }
 
 impl Ledger {
@@ -50,6 +52,7 @@ impl Ledger {
             store,
             cache_down: Arc::default(),
             changed_without_cache: Arc::default(),
+            watchers: Arc::new(Watchers::new()),
         }
     }
 
@@ -232,29 +235,38 @@ impl Ledger {
         self.cache.subscribe()
     }
 
-    /// Waits on `changes` (subscribed before the caller last read the job) for a snapshot of job
-    /// `id` newer than `version`. A feed that fell behind is caught up by reading the job as it
-    /// is. `None` once the feed has closed.
+    /// A waiter on job `id`, hearing of its changes kept from now on: made before the caller
+    /// reads the job, so that a change between the read and the wait is not missed.
+    pub fn watch(&self, id: Uuid) -> JobWatch {
+        self.watchers.watch(id, || self.cache.subscribe())
+    }
+
+    /// Jobs someone waits on in this process.
+    pub fn watched(&self) -> usize {
+        self.watchers.watched()
+    }
+
+    /// Waits on `watch` for a snapshot of its job newer than `version`. Changes that went by
+    /// unheard are caught up with by reading the job as it is. `None` once the feed has closed.
     pub async fn next_change(
         &self,
-        changes: &mut broadcast::Receiver<Arc<Job>>,
-        id: Uuid,
+        watch: &mut JobWatch,
         version: u64,
     ) -> Result<Option<Job>, StoreError> {
         loop {
-            match changes.recv().await {
-                Ok(job) if job.id == id && job.version > version => {
+            match watch.next().await {
+                Some(Heard::Snapshot(job)) if job.version > version => {
                     return Ok(Some((*job).clone()));
                 }
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    if let Some(job) = self.get(id).await?
+                Some(Heard::Snapshot(_)) => {}
+                Some(Heard::Missed) => {
+                    if let Some(job) = self.get(watch.id()).await?
                         && job.version > version
                     {
                         return Ok(Some(job));
                     }
                 }
-                Err(broadcast::error::RecvError::Closed) => return Ok(None),
+                None => return Ok(None),
             }
         }
     }

@@ -11,6 +11,7 @@ mod journal;
 mod ledger;
 mod limits;
 mod schedule;
+mod watchers;
 
 pub use cache::{Cache, CacheKind, IdempotencyClaim, MemoryCache};
 pub use db::{Database, DatabaseKind, redact};
@@ -20,3 +21,4 @@ pub use journal::SqlJournal;
 pub use ledger::{Change, Ledger};
 pub use limits::{MemoryRateLimiter, Rate, RateLimiter, Verdict, gcra};
 pub use schedule::SqlSchedule;
+pub use watchers::JobWatch;

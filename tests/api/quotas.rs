@@ -1,5 +1,5 @@
 //! What a tenant may do: rate limits with `429` and the `RateLimit` headers, the quota of
-//! unfinished jobs, event streams per tenant, and allowed job types.
+//! unfinished jobs, event streams and long-polls per tenant, and allowed job types.
 
 use std::time::Duration;
 
@@ -133,6 +133,72 @@ async fn a_refused_submission_holds_no_place_in_the_quota() {
     )
     .await;
     app.submit(echo(json!({"n": 2}))).await;
+}
+
+#[tokio::test]
+async fn a_tenant_may_have_only_so_many_long_polls_waiting_and_a_client_that_goes_frees_its_place()
+{
+    let app = spawn_app_with(&["--max-long-polls-per-tenant", "2"]).await;
+    let run_at = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let job = app
+        .submit(json!({"type": "echo", "payload": {}, "run_at": run_at}))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let etag = app.etag(&id).await;
+    let long_poll = |app: &TestApp| {
+        app.get(&format!("/v1/jobs/{id}?wait=30"))
+            .header("if-none-match", &etag)
+            .send()
+    };
+    let waiting: Vec<_> = (0..2).map(|_| tokio::spawn(long_poll(&app))).collect();
+    assert_eq!(
+        app.metric_reaches("conveyor_open_waits{kind=\"long_poll\"}", 2.0)
+            .await,
+        2.0
+    );
+
+    let refused = long_poll(&app).await.unwrap();
+    assert_eq!(header(&refused, "retry-after"), "1");
+    problem(
+        refused,
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_long_polls",
+    )
+    .await;
+    // A plain read waits for nothing, and another tenant has places of its own.
+    assert_eq!(
+        app.get(&format!("/v1/jobs/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let other = as_tenant(&app, "globex");
+    let theirs = other.submit(echo(json!({}))).await;
+    let path = format!("/v1/jobs/{}?wait=1", theirs["id"].as_str().unwrap());
+    assert_ne!(
+        other.get(&path).send().await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    // Clients that hang up: their requests end on the server too, and nothing waits any more.
+    for request in waiting {
+        request.abort();
+    }
+    assert_eq!(
+        app.metric_reaches("conveyor_open_waits{kind=\"long_poll\"}", 0.0)
+            .await,
+        0.0
+    );
+    assert_eq!(app.metric_reaches("conveyor_watched_jobs", 0.0).await, 0.0);
+    let again = app
+        .get(&format!("/v1/jobs/{id}?wait=1"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::{HttpRequest, HttpResponse, web};
 use conveyor_schemas::{Job, JobStatus};
@@ -13,16 +14,20 @@ use uuid::Uuid;
 
 use crate::ApiSettings;
 use crate::auth::{EventsRead, JobsRead, JobsWrite, Scoped};
+use crate::hang_up;
 use crate::input_limits::{InputLimits, check_json};
 use crate::metrics;
 use crate::problem::{ApiError, Problem};
 use crate::service::{Cancelled, JobService, KnownEtags, SubmitJob, Submitted};
-use crate::sse::{self, JobEvent, OpenStreams};
+use crate::sse::{self, JobEvent};
 use crate::tenants::TenantLimits;
+use crate::waits::{OpenWaits, Wait};
 
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 const DEFAULT_PAGE: u64 = 20;
 const MAX_PAGE: u64 = 100;
+/// nginx's code for a request whose client went before the answer.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 /// A page of jobs, newest first.
 #[derive(Serialize, ToSchema)]
@@ -108,6 +113,8 @@ pub(crate) async fn submit(
         (status = 304, description = "Unchanged since If-None-Match"),
         (status = 400, description = "Bad `wait`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such job for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The tenant's read rate limit is used up (`rate_limited`), or it has as many long-polls waiting on this server as it may (`too_many_long_polls`)", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u32))),
     ),
     security(("bearer" = ["jobs:read"]))
 )]
@@ -116,6 +123,7 @@ pub(crate) async fn get(
     id: web::Path<String>,
     request: HttpRequest,
     service: web::Data<JobService>,
+    waits: web::Data<OpenWaits>,
     settings: web::Data<ApiSettings>,
 ) -> Result<HttpResponse, ApiError> {
     let id = job_id(&id)?;
@@ -136,7 +144,26 @@ pub(crate) async fn get(
             .get(header::IF_NONE_MATCH)
             .and_then(|value| value.to_str().ok()),
     );
-    let job = service.wait_for_change(&caller, id, &known, wait).await?;
+    let waited = service.wait_for_change(&caller, id, &known, wait);
+    let job = if wait.is_zero() {
+        waited.await?
+    } else {
+        let max = settings.max_long_polls_per_tenant;
+        let Some(_place) = waits.open(Wait::LongPoll, &caller.tenant, max) else {
+            metrics::QUOTA_REFUSED
+                .with_label_values(&["long_polls"])
+                .inc();
+            return Err(ApiError::TooManyLongPolls { max });
+        };
+        match hang_up::unless_hung_up(&request, waited).await {
+            Some(job) => job?,
+            // Nobody reads this; its status tells the request metrics what happened.
+            None => {
+                let status = StatusCode::from_u16(CLIENT_CLOSED_REQUEST).expect("a status code");
+                return Ok(HttpResponse::new(status));
+            }
+        }
+    };
     let cache_control = if job.status.is_terminal() {
         "private, max-age=86400, immutable"
     } else {
@@ -275,18 +302,18 @@ pub(crate) async fn events(
     Scoped(caller, _): Scoped<EventsRead>,
     id: web::Path<String>,
     service: web::Data<JobService>,
-    streams: web::Data<OpenStreams>,
+    waits: web::Data<OpenWaits>,
     settings: web::Data<ApiSettings>,
 ) -> Result<HttpResponse, ApiError> {
     let id = job_id(&id)?;
     let max = settings.max_streams_per_tenant;
-    let Some(slot) = streams.open(&caller.tenant, max) else {
+    let Some(place) = waits.open(Wait::Stream, &caller.tenant, max) else {
         metrics::QUOTA_REFUSED.with_label_values(&["streams"]).inc();
         return Err(ApiError::TooManyStreams { max });
     };
-    let changes = service.changes();
+    let watch = service.watch(id);
     let job = service.get(&caller, id).await?;
-    let stream = sse::job_events(job, changes, service.into_inner(), slot);
+    let stream = sse::job_events(job, watch, service.into_inner(), place);
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
