@@ -232,6 +232,22 @@ pub struct WorkerPoolArgs {
     /// milliseconds (at least 5,000): such a job is rescued after two looks.
     #[arg(long, env = "CONVEYOR_RESCUE_EVERY_MS", default_value_t = 10_000)]
     pub rescue_every_ms: u64,
+    /// Hours a finished job is kept in the store before it is deleted; 0 keeps jobs for good. At
+    /// least 24: an Idempotency-Key is remembered for a day, and must not outlive its job.
+    #[arg(long, env = "CONVEYOR_JOB_RETENTION_HOURS", default_value_t = 168, value_parser = retention_hours)]
+    pub job_retention_hours: u64,
+}
+
+fn retention_hours(value: &str) -> Result<u64, String> {
+    match value.parse::<u64>() {
+        Ok(hours) if hours == 0 || (24..=24 * 365 * 100).contains(&hours) => Ok(hours),
+        Ok(_) => Err(
+            "must be 0 (keep jobs for good) or 24 to 876000 hours: an Idempotency-Key \
+             is remembered for 24 hours, and must not outlive the job it names"
+                .into(),
+        ),
+        Err(_) => Err(format!("`{value}` is not a whole number of hours")),
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -255,4 +271,21 @@ pub struct TokenArgs {
     /// Validity, in hours.
     #[arg(long, env = "CONVEYOR_TOKEN_HOURS", default_value_t = 24)]
     pub hours: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_keeps_jobs_for_good_or_at_least_as_long_as_their_idempotency_keys() {
+        assert_eq!(retention_hours("0"), Ok(0));
+        assert_eq!(retention_hours("24"), Ok(24));
+        assert!(
+            retention_hours("23")
+                .unwrap_err()
+                .contains("Idempotency-Key")
+        );
+        assert!(retention_hours("a week").is_err());
+    }
 }

@@ -14,7 +14,7 @@ use conveyor_api::{
 };
 use conveyor_schemas::JobTypeCatalog;
 use conveyor_store::redact;
-use conveyor_workers::{Backoff, Recorder, Registry, Rescuer, WorkerPool, WorkerSettings};
+use conveyor_workers::{Backoff, Pruner, Recorder, Registry, Rescuer, WorkerPool, WorkerSettings};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +23,9 @@ pub use config::{Cli, Command};
 
 use crate::backends::patiently;
 use crate::config::{BackendArgs, HttpArgs, LimitArgs, WorkerPoolArgs};
+
+/// How often the deployment's pruner deletes the jobs past the retention period.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// A started Conveyor: stop it with [`Running::shutdown`], wait for it with [`Running::wait`].
 pub struct Running {
@@ -297,6 +300,18 @@ fn start_workers(running: &mut Running, backends: &Backends, args: &WorkerPoolAr
         rescuer.run(shutdown).await;
         Ok(())
     });
+    if args.job_retention_hours > 0 {
+        let pruner = Pruner::new(
+            backends.ledger.clone(),
+            Duration::from_secs(args.job_retention_hours * 60 * 60),
+            PRUNE_EVERY,
+        );
+        let shutdown = running.shutdown.clone();
+        running.tasks.spawn(async move {
+            pruner.run(shutdown).await;
+            Ok(())
+        });
+    }
     let shutdown = running.shutdown.clone();
     running.tasks.spawn(async move {
         recorder

@@ -102,6 +102,36 @@ pub struct Job {
     pub idempotency_key: Option<String>,
 }
 
+#[cfg(any(test, feature = "fixtures"))]
+impl Job {
+    /// For tests, which change what they need: a queued `echo` job of tenant `acme` with an empty
+    /// payload, made now, version 1, three attempts allowed.
+    pub fn fixture() -> Job {
+        let now = Utc::now();
+        Job {
+            id: Uuid::now_v7(),
+            job_type: "echo".into(),
+            status: JobStatus::Queued,
+            payload: Value::Object(Default::default()),
+            result: None,
+            error: None,
+            attempts: 0,
+            max_attempts: 3,
+            progress: None,
+            created_at: now,
+            updated_at: now,
+            run_at: None,
+            started_at: None,
+            finished_at: None,
+            timeout_ms: None,
+            version: 1,
+            tenant: "acme".into(),
+            cancel_requested: false,
+            idempotency_key: None,
+        }
+    }
+}
+
 impl Job {
     /// The job as it will be after a change: one version newer, stamped now.
     pub fn next(&self) -> Job {

@@ -205,30 +205,12 @@ fn cancel(job: &mut Job) {
 mod tests {
     use super::*;
     use serde_json::json;
-    use uuid::Uuid;
 
     fn job(status: JobStatus) -> Job {
-        let now = Utc::now();
         Job {
-            id: Uuid::now_v7(),
-            job_type: "echo".into(),
             status,
-            payload: json!({}),
-            result: None,
-            error: None,
             attempts: u32::from(status == JobStatus::Running),
-            max_attempts: 3,
-            progress: None,
-            created_at: now,
-            updated_at: now,
-            run_at: None,
-            started_at: None,
-            finished_at: None,
-            timeout_ms: None,
-            version: 1,
-            tenant: "acme".into(),
-            cancel_requested: false,
-            idempotency_key: None,
+            ..Job::fixture()
         }
     }
 

@@ -7,7 +7,7 @@ use conveyor_schemas::{Job, JobStatus};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ColumnTrait, Condition, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    QueryOrder, QuerySelect, QueryTrait, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -136,6 +136,34 @@ impl JobStore {
     /// order of that change and after `after` (the last job of the previous page): where the
     /// rescuer looks for attempts whose worker was lost. Read from the primary: a replica behind
     /// would show attempts that ended long ago.
+    /// Deletes up to `limit` jobs that ended before `cutoff`, oldest first; returns how many.
+    /// Bounded, so that pruning a large backlog never holds a long transaction or lock.
+    pub async fn prune_finished(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<u64, StoreError> {
+        let terminal = [
+            JobStatus::Succeeded,
+            JobStatus::Failed,
+            JobStatus::Cancelled,
+        ]
+        .map(JobStatus::as_str);
+        let oldest = jobs::Entity::find()
+            .select_only()
+            .column(jobs::Column::Id)
+            .filter(jobs::Column::Status.is_in(terminal))
+            .filter(jobs::Column::UpdatedAt.lt(cutoff))
+            .order_by_asc(jobs::Column::UpdatedAt)
+            .limit(limit)
+            .into_query();
+        let deleted = jobs::Entity::delete_many()
+            .filter(jobs::Column::Id.in_subquery(oldest))
+            .exec(&self.db.write)
+            .await?;
+        Ok(deleted.rows_affected)
+    }
+
     pub async fn running_before(
         &self,
         cutoff: DateTime<Utc>,

@@ -139,30 +139,11 @@ impl Drop for JobWatch {
 mod tests {
     use super::*;
     use conveyor_schemas::JobStatus;
-    use serde_json::json;
 
     fn job(version: u64) -> Arc<Job> {
-        let now = chrono::Utc::now();
         Arc::new(Job {
-            id: Uuid::now_v7(),
-            job_type: "echo".into(),
-            status: JobStatus::Queued,
-            payload: json!({}),
-            result: None,
-            error: None,
-            attempts: 0,
-            max_attempts: 1,
-            progress: None,
-            created_at: now,
-            updated_at: now,
-            run_at: None,
-            started_at: None,
-            finished_at: None,
-            timeout_ms: None,
             version,
-            tenant: "acme".into(),
-            cancel_requested: false,
-            idempotency_key: None,
+            ..Job::fixture()
         })
     }
 

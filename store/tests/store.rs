@@ -70,30 +70,14 @@ on_both_databases!(
     lists_page_newest_first_per_tenant,
     unacknowledged_messages_survive_a_restart_of_the_broker,
     delayed_messages_are_held_until_due_and_claimed_once,
+    pruning_deletes_jobs_that_ended_before_the_cutoff_oldest_first_in_bounded_batches,
 );
 
 fn job(status: JobStatus, version: u64) -> Job {
-    let now = Utc::now();
     Job {
-        id: Uuid::now_v7(),
-        job_type: "echo".into(),
         status,
-        payload: json!({}),
-        result: None,
-        error: None,
-        attempts: 0,
-        max_attempts: 3,
-        progress: None,
-        created_at: now,
-        updated_at: now,
-        run_at: None,
-        started_at: None,
-        finished_at: None,
-        timeout_ms: None,
         version,
-        tenant: "acme".into(),
-        cancel_requested: false,
-        idempotency_key: None,
+        ..Job::fixture()
     }
 }
 
@@ -115,6 +99,51 @@ async fn the_store_keeps_the_newest_version_whatever_the_write_order(db: TestDb)
     store.write(v2).await.unwrap();
     store.write(v1.clone()).await.unwrap();
     assert_eq!(store.get(v1.id).await.unwrap().unwrap().version, 3);
+}
+
+async fn pruning_deletes_jobs_that_ended_before_the_cutoff_oldest_first_in_bounded_batches(
+    db: TestDb,
+) {
+    let store = JobStore::new(db.database);
+    let ended_ago = |status, hours| {
+        let at = Utc::now() - chrono::Duration::hours(hours);
+        Job {
+            updated_at: at,
+            created_at: at,
+            ..job(status, 2)
+        }
+    };
+    let old = [
+        ended_ago(JobStatus::Succeeded, 50),
+        ended_ago(JobStatus::Failed, 49),
+        ended_ago(JobStatus::Cancelled, 48),
+    ];
+    // Unfinished however old, or finished after the cutoff: kept.
+    let kept = [
+        ended_ago(JobStatus::Running, 100),
+        ended_ago(JobStatus::Scheduled, 100),
+        ended_ago(JobStatus::Succeeded, 1),
+    ];
+    for job in old.iter().chain(&kept) {
+        store.write(job.clone()).await.unwrap();
+    }
+    let cutoff = Utc::now() - chrono::Duration::hours(24);
+    assert_eq!(store.prune_finished(cutoff, 2).await.unwrap(), 2);
+    assert!(
+        store.get(old[0].id).await.unwrap().is_none(),
+        "oldest first"
+    );
+    assert!(store.get(old[1].id).await.unwrap().is_none());
+    assert!(store.get(old[2].id).await.unwrap().is_some());
+    assert_eq!(store.prune_finished(cutoff, 2).await.unwrap(), 1);
+    assert_eq!(store.prune_finished(cutoff, 2).await.unwrap(), 0);
+    for job in &kept {
+        assert!(
+            store.get(job.id).await.unwrap().is_some(),
+            "{:?} was pruned",
+            job.status
+        );
+    }
 }
 
 async fn a_terminal_job_in_the_store_is_final(db: TestDb) {

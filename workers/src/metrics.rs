@@ -1,8 +1,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    HistogramVec, IntCounterVec, IntGauge, register_histogram_vec, register_int_counter_vec,
-    register_int_gauge,
+    HistogramVec, IntCounter, IntCounterVec, IntGauge, register_histogram_vec,
+    register_int_counter, register_int_counter_vec, register_int_gauge,
 };
 
 pub(crate) static FINISHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -47,6 +47,14 @@ pub(crate) static RESCUED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         "conveyor_jobs_rescued_total",
         "Attempts whose worker was lost, ended by the rescuer, by job type.",
         &["type"]
+    )
+    .unwrap()
+});
+
+pub(crate) static PRUNED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "conveyor_jobs_pruned_total",
+        "Finished jobs deleted from the store once past the retention period."
     )
     .unwrap()
 });

@@ -20,11 +20,12 @@ use uuid::Uuid;
 
 use crate::attempt::LEASE;
 use crate::commands::follow_up;
+use crate::duty::Duty;
 use crate::metrics;
 
 /// Jobs looked at per store query.
 const PAGE: u64 = 256;
-/// The id whose lease makes its holder the deployment's rescuer: a lease like a job's, on no job.
+/// The id whose lease makes its holder the deployment's rescuer.
 const RESCUER: Uuid = Uuid::from_u128(0x0c0e_7e70_0000_4000_8000_7265_7363_7565);
 
 /// Sweeps every `every` while it is the deployment's rescuer.
@@ -33,7 +34,7 @@ pub struct Rescuer {
     ledger: Ledger,
     topics: Topics,
     every: Duration,
-    holder: Uuid,
+    duty: Duty,
 }
 
 /// A running job found without a lease, as it was then: it is rescued if it is found so again a
@@ -58,17 +59,17 @@ impl Rescuer {
         topics: Topics,
         every: Duration,
     ) -> Rescuer {
+        let duty = Duty::new(ledger.cache().clone(), "rescuer", RESCUER);
         Rescuer {
             broker,
             ledger,
             topics,
             every: every.max(LEASE / 2),
-            holder: Uuid::now_v7(),
+            duty,
         }
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
-        let cache = self.ledger.cache().clone();
         let mut suspects = Suspects::new();
         let mut ticks = tokio::time::interval(self.every);
         loop {
@@ -78,16 +79,9 @@ impl Rescuer {
             }
             // Without the cache there are no leases to go by: a sweep would take every running
             // job for lost. It waits for the cache instead.
-            match cache.hold_lease(RESCUER, self.holder, self.every * 3).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    suspects.clear();
-                    continue;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "The rescuer skips a sweep: the cache does not answer.");
-                    continue;
-                }
+            if !self.duty.hold(self.every * 3).await {
+                suspects.clear();
+                continue;
             }
             match self.sweep(&suspects).await {
                 Ok(found) => suspects = found,
@@ -96,7 +90,7 @@ impl Rescuer {
                 }
             }
         }
-        let _ = cache.release_lease(RESCUER, self.holder).await;
+        self.duty.give_up().await;
     }
 
     /// Rescues the `suspects` of the sweep before that are still lost; returns this sweep's.
@@ -118,10 +112,10 @@ impl Rescuer {
                 let seen = (job.attempts, job.version);
                 if suspects.get(&job.id) != Some(&seen) {
                     found.insert(job.id, seen);
-                } else if cache.hold_lease(job.id, self.holder, LEASE).await? {
+                } else if cache.hold_lease(job.id, self.duty.holder(), LEASE).await? {
                     // Under the lease, so that no worker starts the job while it is rescued.
                     let rescued = self.rescue(job).await;
-                    cache.release_lease(job.id, self.holder).await?;
+                    cache.release_lease(job.id, self.duty.holder()).await?;
                     rescued?;
                 }
             }

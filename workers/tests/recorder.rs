@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use conveyor_events::{Broker, Command, MemoryBroker, Outgoing, Topics, Topology};
 use conveyor_schemas::lifecycle::UNSTORABLE;
 use conveyor_schemas::{Job, JobStatus};
@@ -15,27 +14,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 fn queued(tenant: &str, payload: Value) -> Job {
-    let now = Utc::now();
     Job {
-        id: Uuid::now_v7(),
-        job_type: "echo".into(),
-        status: JobStatus::Queued,
-        payload,
-        result: None,
-        error: None,
-        attempts: 0,
-        max_attempts: 3,
-        progress: None,
-        created_at: now,
-        updated_at: now,
-        run_at: None,
-        started_at: None,
-        finished_at: None,
-        timeout_ms: None,
-        version: 1,
         tenant: tenant.into(),
-        cancel_requested: false,
-        idempotency_key: None,
+        payload,
+        ..Job::fixture()
     }
 }
 

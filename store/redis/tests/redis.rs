@@ -6,12 +6,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use conveyor_redis::RedisCache;
 use conveyor_schemas::{Job, JobStatus};
 use conveyor_store::{Cache, IdempotencyClaim, MemoryCache, Rate, RateLimiter, StoreError};
 use futures_util::future::join_all;
-use serde_json::json;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -28,27 +26,10 @@ async fn replica(prefix: &str) -> RedisCache {
 }
 
 fn job(status: JobStatus, version: u64) -> Job {
-    let now = Utc::now();
     Job {
-        id: Uuid::now_v7(),
-        job_type: "echo".into(),
         status,
-        payload: json!({}),
-        result: None,
-        error: None,
-        attempts: 0,
-        max_attempts: 3,
-        progress: None,
-        created_at: now,
-        updated_at: now,
-        run_at: None,
-        started_at: None,
-        finished_at: None,
-        timeout_ms: None,
         version,
-        tenant: "acme".into(),
-        cancel_requested: false,
-        idempotency_key: None,
+        ..Job::fixture()
     }
 }
 

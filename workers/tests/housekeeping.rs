@@ -1,5 +1,6 @@
-//! The rescuer on a real SQLite store: a job left `running` with no lease and no message is put
-//! back to its queue; one whose worker still renews its lease is left alone.
+//! The deployment's housekeeping on a real SQLite store. The rescuer: a job left `running` with no
+//! lease and no message is put back to its queue; one whose worker still renews its lease is left
+//! alone. The pruner: jobs that ended before the retention period are deleted, the rest kept.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use chrono::Utc;
 use conveyor_events::{Broker, Command, MemoryBroker, Topics, Topology};
 use conveyor_schemas::{Job, JobStatus};
 use conveyor_store::{Cache, Database, JobStore, Ledger, MemoryCache};
-use conveyor_workers::Rescuer;
+use conveyor_workers::{Pruner, Rescuer};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -17,34 +18,31 @@ use uuid::Uuid;
 fn running(attempts: u32) -> Job {
     let then = Utc::now() - chrono::Duration::minutes(1);
     Job {
-        id: Uuid::now_v7(),
         job_type: "sleep".into(),
         status: JobStatus::Running,
         payload: json!({"ms": 1}),
-        result: None,
-        error: None,
         attempts,
         max_attempts: 2,
-        progress: None,
         created_at: then,
         updated_at: then,
-        run_at: None,
         started_at: Some(then),
-        finished_at: None,
-        timeout_ms: None,
         version: 2,
-        tenant: "acme".into(),
-        cancel_requested: false,
-        idempotency_key: None,
+        ..Job::fixture()
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lost_attempts_are_rescued_and_live_ones_left_alone() {
+/// A migrated SQLite database in a directory of its own, removed when dropped.
+async fn sqlite() -> (Database, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
     let database = Database::connect(&url, None, None).await.unwrap();
     database.migrate().await.unwrap();
+    (database, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_attempts_are_rescued_and_live_ones_left_alone() {
+    let (database, _dir) = sqlite().await;
     let cache = Arc::new(MemoryCache::new());
     let ledger = Ledger::new(cache.clone(), JobStore::new(database));
     let topics = Topics::new("t.");
@@ -126,4 +124,40 @@ async fn lost_attempts_are_rescued_and_live_ones_left_alone() {
     shutdown.cancel();
     rescuing.await.unwrap();
     renewals.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_that_ended_before_the_retention_period_are_pruned_and_the_rest_kept() {
+    let (database, _dir) = sqlite().await;
+    let ledger = Ledger::new(Arc::new(MemoryCache::new()), JobStore::new(database));
+    let ended = |status, ago: chrono::Duration| Job {
+        status,
+        updated_at: Utc::now() - ago,
+        ..running(1)
+    };
+    let expired = ended(JobStatus::Succeeded, chrono::Duration::hours(2));
+    let recent = ended(JobStatus::Failed, chrono::Duration::minutes(10));
+    let unfinished = ended(JobStatus::Running, chrono::Duration::hours(2));
+    for job in [&expired, &recent, &unfinished] {
+        ledger.record(job).await.unwrap();
+    }
+    let shutdown = CancellationToken::new();
+    let pruning = tokio::spawn(
+        Pruner::new(
+            ledger.clone(),
+            Duration::from_secs(60 * 60),
+            Duration::from_millis(50),
+        )
+        .run(shutdown.clone()),
+    );
+    let store = ledger.store();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store.get(expired.id).await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "never pruned");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(store.get(recent.id).await.unwrap().is_some());
+    assert!(store.get(unfinished.id).await.unwrap().is_some());
+    shutdown.cancel();
+    pruning.await.unwrap();
 }
