@@ -22,6 +22,9 @@ export CONVEYOR_BROKER_URL="$broker" CONVEYOR_JWT_SECRET=bench CONVEYOR_LOG=warn
     CONVEYOR_DATABASE_URL="postgres://postgres@127.0.0.1:5432/test" CONVEYOR_DATABASE_SCHEMA="$ns" \
     CONVEYOR_CACHE_URL="redis://127.0.0.1:6379" CONVEYOR_TOPIC_PREFIX="$ns." \
     CONVEYOR_KAFKA_PARTITIONS=4
+# The benchmark measures the system, not the per-tenant limits (its load is one tenant's).
+export CONVEYOR_RATE_LIMIT="${CONVEYOR_RATE_LIMIT:-0}" CONVEYOR_READ_RATE_LIMIT="${CONVEYOR_READ_RATE_LIMIT:-0}" \
+    CONVEYOR_MAX_INFLIGHT="${CONVEYOR_MAX_INFLIGHT:-0}"
 logs="$(mktemp -d)"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; psql -q -h 127.0.0.1 -U postgres -d test -c "DROP SCHEMA $ns CASCADE" >/dev/null 2>&1 || true' EXIT

@@ -170,19 +170,19 @@ pub struct HttpArgs {
 pub struct LimitArgs {
     /// Submissions (and cancellations) per second per tenant, shared by every api replica when
     /// the cache is Redis; 0 for no limit.
-    #[arg(long, env = "CONVEYOR_RATE_LIMIT", default_value_t = 0.0)]
+    #[arg(long, env = "CONVEYOR_RATE_LIMIT", default_value_t = 5_000.0)]
     pub rate_limit: f64,
     /// Submissions a tenant may make at once on top of the rate; 0 for one second's worth.
     #[arg(long, env = "CONVEYOR_RATE_BURST", default_value_t = 0)]
     pub rate_burst: u32,
     /// Reads (job lookups, lists, event streams) per second per tenant; 0 for no limit.
-    #[arg(long, env = "CONVEYOR_READ_RATE_LIMIT", default_value_t = 0.0)]
+    #[arg(long, env = "CONVEYOR_READ_RATE_LIMIT", default_value_t = 10_000.0)]
     pub read_rate_limit: f64,
     /// Reads a tenant may make at once on top of the rate; 0 for one second's worth.
     #[arg(long, env = "CONVEYOR_READ_RATE_BURST", default_value_t = 0)]
     pub read_rate_burst: u32,
     /// Unfinished jobs a tenant may have at once; 0 for no limit.
-    #[arg(long, env = "CONVEYOR_MAX_INFLIGHT", default_value_t = 0)]
+    #[arg(long, env = "CONVEYOR_MAX_INFLIGHT", default_value_t = 100_000)]
     pub max_inflight: u32,
     /// A TOML file of per-tenant overrides of the limits above and allowed job types (see the
     /// README).
@@ -216,6 +216,10 @@ pub struct WorkerPoolArgs {
     /// Attempts run at once by this process (and messages it holds unacknowledged).
     #[arg(long, env = "CONVEYOR_WORKER_CONCURRENCY", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub concurrency: u64,
+    /// The most of a worker process's slots (`CONVEYOR_WORKER_CONCURRENCY`) one tenant's jobs may
+    /// hold, in percent, rounded up: the rest stay for other tenants, however long its jobs run.
+    #[arg(long, env = "CONVEYOR_TENANT_SLOT_SHARE", default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub tenant_slot_share: u8,
     /// Time limit of an attempt whose job sets no timeout_ms, in milliseconds.
     #[arg(long, env = "CONVEYOR_JOB_TIMEOUT_MS", default_value_t = 60_000)]
     pub job_timeout_ms: u64,

@@ -256,9 +256,10 @@ fn start_operations(
     Ok(())
 }
 
-/// Messages a subscription may hold unacknowledged: as many as the workers run at once.
+/// Messages a subscription may hold unacknowledged: the attempts running and as many received
+/// ahead of them (see `WorkerSettings::concurrency`).
 fn prefetch(workers: &WorkerPoolArgs) -> u16 {
-    u16::try_from(workers.concurrency).unwrap_or(u16::MAX)
+    u16::try_from(workers.concurrency * 2).unwrap_or(u16::MAX)
 }
 
 fn start_workers(running: &mut Running, backends: &Backends, args: &WorkerPoolArgs) {
@@ -276,6 +277,7 @@ fn start_workers(running: &mut Running, backends: &Backends, args: &WorkerPoolAr
         backends.topics.clone(),
         WorkerSettings {
             concurrency: args.concurrency as usize,
+            tenant_share_percent: args.tenant_slot_share,
             default_timeout: Duration::from_millis(args.job_timeout_ms),
             backoff: Backoff {
                 base: Duration::from_millis(args.retry_base_ms),

@@ -63,7 +63,15 @@ async fn a_tenant_past_its_submission_rate_gets_429_with_retry_after_and_others_
 
 #[tokio::test]
 async fn reads_draw_on_an_allowance_of_their_own() {
-    let app = spawn_app_with(&["--read-rate-limit", "0.1", "--read-rate-burst", "2"]).await;
+    let app = spawn_app_with(&[
+        "--read-rate-limit",
+        "0.1",
+        "--read-rate-burst",
+        "2",
+        "--rate-limit",
+        "0",
+    ])
+    .await;
     for _ in 0..2 {
         let response = app.get("/v1/jobs").send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);

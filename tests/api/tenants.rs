@@ -34,3 +34,55 @@ async fn another_tenants_job_is_invisible() {
     let job = app.wait_for(id, "succeeded", Duration::from_secs(5)).await;
     assert_eq!(job["cancel_requested"], false);
 }
+
+/// One tenant's backlog of long jobs holds at most its share of a worker's slots: another
+/// tenant's job starts on the ones left, without waiting for any of them to end. (Its backlog is
+/// no deeper than what the worker receives ahead of its slots: 3 running, 3 waiting of 4.)
+#[tokio::test]
+async fn a_tenants_long_jobs_leave_room_for_another_tenants_job() {
+    let app =
+        crate::helpers::spawn_app_with(&["--concurrency", "4", "--tenant-slot-share", "75"]).await;
+    let mut busy = Vec::new();
+    for _ in 0..6 {
+        let job = app
+            .submit(json!({"type": "sleep", "payload": {"ms": 20_000}}))
+            .await;
+        busy.push(job["id"].as_str().unwrap().to_owned());
+    }
+    // Which three run first is the broker's choice (Kafka spreads them over partitions).
+    let running = async || {
+        let mut running = 0;
+        for id in &busy {
+            running += usize::from(app.job(id).await["status"] == "running");
+        }
+        running
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while running().await < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the busy tenant's jobs never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let other =
+        crate::helpers::TestApp::attached(&app.address, &app.secret, &app.token_for("globex"));
+    let job = other.submit(json!({"type": "echo", "payload": {}})).await;
+    let done = other
+        .wait_for(
+            job["id"].as_str().unwrap(),
+            "succeeded",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(done["attempts"], 1);
+    assert_eq!(
+        running().await,
+        3,
+        "the busy tenant holds its share of the 4 slots, no more"
+    );
+    for id in &busy {
+        app.delete(&format!("/v1/jobs/{id}")).send().await.unwrap();
+    }
+}

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
-use conveyor_events::{Command, Delivery, Outgoing};
+use conveyor_events::{CommandError, Delivery, Outgoing};
 use conveyor_schemas::lifecycle::{Event, Kept, Outcome};
 use conveyor_schemas::{Job, JobStatus};
 use conveyor_store::{Change, StoreError};
@@ -53,11 +53,15 @@ pub(crate) struct Attempt {
     recorded: AtomicBool,
 }
 
-/// Handles a delivery and settles it: acknowledged once its outcome is recorded, handed back
+/// Handles a delivery (and the job its command carries, as decoded) and settles it: acknowledged once its outcome is recorded, handed back
 /// otherwise.
-pub(crate) async fn process(shared: &Arc<Shared>, delivery: Delivery) {
-    let job = match Command::decode(&delivery.payload) {
-        Ok(Command::RunJob { job }) => job,
+pub(crate) async fn process(
+    shared: &Arc<Shared>,
+    delivery: Delivery,
+    decoded: Result<Job, CommandError>,
+) {
+    let job = match decoded {
+        Ok(job) => job,
         Err(error) => {
             tracing::error!(key = %delivery.key, %error, "Dead-lettering an undecodable command.");
             let dead = Outgoing::now(delivery.key.clone(), delivery.payload.clone());

@@ -7,6 +7,7 @@ mod backoff;
 pub mod builtin;
 mod commands;
 mod duty;
+mod fair;
 mod handler;
 mod metrics;
 mod pool;

@@ -2,15 +2,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use conveyor_events::{Broker, BrokerError, Topics};
+use conveyor_events::{Broker, BrokerError, Command, CommandError, Delivery, Subscription, Topics};
+use conveyor_schemas::Job;
 use conveyor_store::Ledger;
-use tokio::sync::Semaphore;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::attempt::{self, Attempt};
+use crate::fair::FairQueue;
 use crate::{Backoff, Registry};
 
 /// Messages claimed from the broker in one go, at most.
@@ -20,8 +22,12 @@ const RECV_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
-    /// Attempts running at once in this process; also how many messages it holds unacknowledged.
+    /// Attempts running at once in this process. It holds up to twice as many messages
+    /// unacknowledged: the running ones, and as many received ahead.
     pub concurrency: usize,
+    /// The most of the `concurrency` slots one tenant may hold, in percent (rounded up): the rest
+    /// stay free for other tenants' jobs however long one tenant's jobs run.
+    pub tenant_share_percent: u8,
     /// Time limit of an attempt whose job sets no `timeout_ms`.
     pub default_timeout: Duration,
     pub backoff: Backoff,
@@ -29,7 +35,8 @@ pub struct WorkerSettings {
     pub shutdown_grace: Duration,
 }
 
-/// A pool of workers in one process: claims commands in batches, runs up to `concurrency` at once.
+/// A pool of workers in one process: claims commands in batches, runs up to `concurrency` at once,
+/// tenants in turn (see [`FairQueue`]).
 pub struct WorkerPool {
     pub(crate) shared: Arc<Shared>,
 }
@@ -71,53 +78,69 @@ impl WorkerPool {
     /// period, and hands back the rest (unacknowledged, so the broker redelivers them).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), BrokerError> {
         let shared = self.shared;
-        let mut subscription = shared
+        let subscription = shared
             .broker
             .subscribe(&shared.topics.jobs(), Topics::WORKERS)
             .await?;
         let watcher = tokio::spawn(watch_cancellations(shared.clone(), shutdown.clone()));
-        let permits = Arc::new(Semaphore::new(shared.settings.concurrency));
+        let slots = shared.settings.concurrency;
+        let share = FairQueue::<Received>::share_of(slots, shared.settings.tenant_share_percent);
+        let mut queue = FairQueue::new(slots, share);
+        // The receiver stays ahead of the free slots by as many deliveries again, so that another
+        // tenant's job can be seen behind one tenant's backlog.
+        let (arrivals, mut arrived) = mpsc::channel(MAX_CLAIM);
+        let stop_receiving = CancellationToken::new();
+        let receiver = tokio::spawn(receive(
+            subscription,
+            Arc::new(Semaphore::new(slots)),
+            arrivals,
+            stop_receiving.clone(),
+        ));
         let mut attempts = JoinSet::new();
+        let mut tenants_of = HashMap::new();
         tracing::info!(
-            concurrency = shared.settings.concurrency,
+            concurrency = slots,
+            tenant_share = share,
             topic = %shared.topics.jobs(),
             "Worker pool started."
         );
         loop {
-            let first = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            };
-            let mut claimed = vec![first];
-            while claimed.len() < MAX_CLAIM {
-                match permits.clone().try_acquire_owned() {
-                    Ok(permit) => claimed.push(permit),
-                    Err(_) => break,
-                }
-            }
-            let received = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                received = subscription.recv(claimed.len()) => received,
-            };
-            let deliveries = match received {
-                Ok(deliveries) => deliveries,
-                Err(error) => {
-                    tracing::warn!(%error, "The broker did not hand out work; asking again shortly.");
-                    tokio::time::sleep(RECV_RETRY_PAUSE).await;
-                    continue;
-                }
-            };
-            for (delivery, permit) in deliveries.into_iter().zip(claimed) {
+            while let Some((tenant, received)) = queue.next() {
                 let shared = shared.clone();
-                attempts.spawn(async move {
-                    attempt::process(&shared, delivery).await;
-                    drop(permit);
+                let Received { delivery, job, .. } = received;
+                let started = attempts.spawn(async move {
+                    attempt::process(&shared, delivery, job).await;
                 });
+                tenants_of.insert(started.id(), tenant);
             }
-            while attempts.try_join_next().is_some() {}
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(ended) = attempts.join_next_with_id(), if !attempts.is_empty() => {
+                    let id = match ended {
+                        Ok((id, ())) => id,
+                        Err(error) => error.id(),
+                    };
+                    if let Some(tenant) = tenants_of.remove(&id) {
+                        queue.finished(&tenant);
+                    }
+                }
+                received = arrived.recv() => match received {
+                    Some(received) => {
+                        let tenant = received.tenant.clone();
+                        queue.push(&tenant, received);
+                    }
+                    None => break,
+                },
+            }
         }
+        stop_receiving.cancel();
+        let subscription = receiver.await.ok();
+        // Received and not started: handed back (dropped unsettled) for another worker.
+        drop(arrived);
+        let handed_back = queue.waiting();
+        drop(queue);
         let in_flight = attempts.len();
-        tracing::info!(in_flight, grace = ?shared.settings.shutdown_grace, "Worker pool draining.");
+        tracing::info!(in_flight, handed_back, grace = ?shared.settings.shutdown_grace, "Worker pool draining.");
         let drained = tokio::time::timeout(shared.settings.shutdown_grace, async {
             while attempts.join_next().await.is_some() {}
         })
@@ -136,6 +159,69 @@ impl WorkerPool {
         watcher.abort();
         tracing::info!("Worker pool stopped.");
         Ok(())
+    }
+}
+
+/// A delivery received and not started yet, holding one of the places ahead of the slots.
+struct Received {
+    tenant: String,
+    delivery: Delivery,
+    job: Result<Job, CommandError>,
+    _place: OwnedSemaphorePermit,
+}
+
+/// Receives deliveries while a place is free, decodes whose they are, and hands them to the pool,
+/// until `stop`; then gives the subscription back, still open.
+async fn receive(
+    mut subscription: Box<dyn Subscription>,
+    places: Arc<Semaphore>,
+    arrivals: mpsc::Sender<Received>,
+    stop: CancellationToken,
+) -> Box<dyn Subscription> {
+    loop {
+        let first = tokio::select! {
+            _ = stop.cancelled() => return subscription,
+            place = places.clone().acquire_owned() => place.expect("the semaphore is never closed"),
+        };
+        let mut claimed = vec![first];
+        while claimed.len() < MAX_CLAIM {
+            match places.clone().try_acquire_owned() {
+                Ok(place) => claimed.push(place),
+                Err(_) => break,
+            }
+        }
+        let received = tokio::select! {
+            _ = stop.cancelled() => return subscription,
+            received = subscription.recv(claimed.len()) => received,
+        };
+        let deliveries = match received {
+            Ok(deliveries) => deliveries,
+            Err(error) => {
+                tracing::warn!(%error, "The broker did not hand out work; asking again shortly.");
+                tokio::time::sleep(RECV_RETRY_PAUSE).await;
+                continue;
+            }
+        };
+        for (delivery, place) in deliveries.into_iter().zip(claimed) {
+            let job = match Command::decode(&delivery.payload) {
+                Ok(Command::RunJob { job }) => Ok(job),
+                Err(error) => Err(error),
+            };
+            // An undecodable command is nobody's: it is dead-lettered as soon as a slot is free.
+            let tenant = job
+                .as_ref()
+                .map(|job| job.tenant.clone())
+                .unwrap_or_default();
+            let received = Received {
+                tenant,
+                delivery,
+                job,
+                _place: place,
+            };
+            if arrivals.send(received).await.is_err() {
+                return subscription;
+            }
+        }
     }
 }
 
