@@ -14,6 +14,9 @@ use crate::{
 
 /// Messages one consumer group may hold before publishers get `Unavailable` (and clients a `503`).
 const DEFAULT_CAPACITY: usize = 1_000_000;
+/// Bytes of message payloads the broker may hold in memory, whatever their number: a count alone
+/// let 400 scheduled jobs of a megabyte each take a gigabyte.
+const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
 
 /// The in-process broker of the embedded default. Each consumer group on a topic gets its own copy
 /// of every message (like a Kafka consumer group, or a RabbitMQ queue bound to an exchange), and
@@ -31,6 +34,10 @@ struct Inner {
     journal: Option<Arc<dyn Journal>>,
     next_seq: AtomicU64,
     capacity: usize,
+    max_bytes: u64,
+    /// Payload bytes of the messages some group still holds (each message once, whatever the
+    /// number of groups).
+    held_bytes: Arc<AtomicU64>,
 }
 
 #[derive(Default)]
@@ -63,10 +70,19 @@ struct Stored {
     copies: Arc<Copies>,
 }
 
-/// The groups' copies of one message: the journal forgets it when the last one is acknowledged.
+/// The groups' copies of one message: the journal forgets it when the last one is acknowledged,
+/// and its bytes stop counting when the last one is gone.
 struct Copies {
     seq: u64,
     unacked: AtomicUsize,
+    bytes: u64,
+    held_bytes: Arc<AtomicU64>,
+}
+
+impl Drop for Copies {
+    fn drop(&mut self) {
+        self.held_bytes.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 impl QueueState {
@@ -102,7 +118,7 @@ impl Default for MemoryBroker {
 impl MemoryBroker {
     /// A broker that keeps messages only in memory: for tests and throwaway runs.
     pub fn new() -> MemoryBroker {
-        MemoryBroker::build(None, DEFAULT_CAPACITY)
+        MemoryBroker::build(None, DEFAULT_CAPACITY, DEFAULT_MAX_BYTES)
     }
 
     /// A broker whose messages survive a restart: every publish is committed to `journal` before
@@ -114,14 +130,14 @@ impl MemoryBroker {
         topology: &Topology,
     ) -> Result<MemoryBroker, BrokerError> {
         let pending = journal.pending().await?;
-        let broker = MemoryBroker::build(Some(journal), DEFAULT_CAPACITY);
+        let broker = MemoryBroker::build(Some(journal), DEFAULT_CAPACITY, DEFAULT_MAX_BYTES);
         broker.declare(topology);
         let last_seq = pending.iter().map(|m| m.seq).max().unwrap_or(0);
         broker.inner.next_seq.store(last_seq + 1, Ordering::Relaxed);
         let replayed = pending.len();
         for message in pending {
             let topic = broker.topic(&message.topic);
-            topic.enqueue(&topic.queues(), message, 1);
+            topic.enqueue(&topic.queues(), message, 1, &broker.inner.held_bytes);
         }
         if replayed > 0 {
             tracing::info!(
@@ -132,9 +148,10 @@ impl MemoryBroker {
         Ok(broker)
     }
 
-    /// Bounds every group's queue to `capacity` messages.
-    pub fn with_capacity(self, capacity: usize) -> MemoryBroker {
-        MemoryBroker::build(self.inner.journal.clone(), capacity)
+    /// Bounds every group's queue to `capacity` messages, and what the broker holds to
+    /// `max_bytes` of payloads.
+    pub fn with_capacity(self, capacity: usize, max_bytes: u64) -> MemoryBroker {
+        MemoryBroker::build(self.inner.journal.clone(), capacity, max_bytes)
     }
 
     /// Creates `group` on `topic` if it is new: it receives every message published from now on.
@@ -149,13 +166,15 @@ impl MemoryBroker {
         }
     }
 
-    fn build(journal: Option<Arc<dyn Journal>>, capacity: usize) -> MemoryBroker {
+    fn build(journal: Option<Arc<dyn Journal>>, capacity: usize, max_bytes: u64) -> MemoryBroker {
         MemoryBroker {
             inner: Arc::new(Inner {
                 topics: RwLock::default(),
                 journal,
                 next_seq: AtomicU64::new(1),
                 capacity,
+                max_bytes,
+                held_bytes: Arc::default(),
             }),
         }
     }
@@ -199,14 +218,24 @@ impl Topic {
 
     /// Gives each of the topic's `queues` its copy of `message`. A topic without groups keeps its
     /// messages only in the journal (dead letters, until someone subscribes to read them).
-    fn enqueue(&self, queues: &[Arc<Queue>], message: JournaledMessage, redeliveries: u32) {
+    fn enqueue(
+        &self,
+        queues: &[Arc<Queue>],
+        message: JournaledMessage,
+        redeliveries: u32,
+        held_bytes: &Arc<AtomicU64>,
+    ) {
         if queues.is_empty() {
             self.retained.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        let bytes = message.payload.len() as u64;
+        held_bytes.fetch_add(bytes, Ordering::Relaxed);
         let copies = Arc::new(Copies {
             seq: message.seq,
             unacked: AtomicUsize::new(queues.len()),
+            bytes,
+            held_bytes: held_bytes.clone(),
         });
         for queue in queues {
             let stored = Stored {
@@ -234,6 +263,14 @@ impl Broker for MemoryBroker {
                 self.inner.capacity
             )));
         }
+        let incoming: u64 = messages.iter().map(|m| m.payload.len() as u64).sum();
+        let holding = self.inner.held_bytes.load(Ordering::Relaxed);
+        if !queues.is_empty() && holding + incoming > self.inner.max_bytes {
+            return Err(BrokerError::Unavailable(format!(
+                "the in-process broker holds its maximum of {} MiB of messages",
+                self.inner.max_bytes / (1024 * 1024)
+            )));
+        }
         let first = self
             .inner
             .next_seq
@@ -255,7 +292,7 @@ impl Broker for MemoryBroker {
         // Read again: a group that appeared while the journal committed gets these messages too.
         let queues = held.queues();
         for message in journaled {
-            held.enqueue(&queues, message, 0);
+            held.enqueue(&queues, message, 0, &self.inner.held_bytes);
         }
         Ok(())
     }
@@ -448,7 +485,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_topic_without_groups_keeps_its_messages_out_of_memory_and_capacity() {
-        let broker = MemoryBroker::new().with_capacity(1);
+        let broker = MemoryBroker::new().with_capacity(1, DEFAULT_MAX_BYTES);
         for key in ["a", "b", "c"] {
             broker
                 .publish("dead", vec![Outgoing::now(key, "x")])
@@ -459,8 +496,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn what_the_broker_holds_is_bounded_in_bytes_until_it_is_acknowledged() {
+        let broker = MemoryBroker::new().with_capacity(100, 100);
+        broker.declare_group("t", "workers");
+        broker.declare_group("t", "recorder");
+        let big = || vec![Outgoing::now("k", vec![0u8; 60])];
+        broker.publish("t", big()).await.unwrap();
+        let refused = broker.publish("t", big()).await;
+        assert!(matches!(refused, Err(BrokerError::Unavailable(_))));
+        // Counted once for both groups, and until both have acknowledged it.
+        let mut workers = broker.subscribe("t", "workers").await.unwrap();
+        let mut recorder = broker.subscribe("t", "recorder").await.unwrap();
+        recv_one(&mut workers).await.ack().await.unwrap();
+        assert!(broker.publish("t", big()).await.is_err());
+        recv_one(&mut recorder).await.ack().await.unwrap();
+        broker.publish("t", big()).await.unwrap();
+    }
+
+    #[tokio::test]
     async fn a_full_topic_refuses_publishes() {
-        let broker = MemoryBroker::new().with_capacity(1);
+        let broker = MemoryBroker::new().with_capacity(1, DEFAULT_MAX_BYTES);
         broker.declare_group("t", "g");
         broker
             .publish("t", vec![Outgoing::now("a", "1")])

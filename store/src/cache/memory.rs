@@ -13,12 +13,17 @@ use super::{Cache, IdempotencyClaim};
 use crate::StoreError;
 
 const MAX_JOBS: u64 = 1_000_000;
+/// Bytes of job snapshots kept (as their JSON would take): a count alone let a few hundred jobs
+/// of a megabyte each take a gigabyte. What is evicted is read back from the store.
+const MAX_JOB_BYTES: u64 = 256 * 1024 * 1024;
+/// What a snapshot costs besides its JSON: the entry, the struct, the id and strings.
+const JOB_OVERHEAD_BYTES: usize = 256;
 const IDLE_JOB_TTL: Duration = Duration::from_secs(60 * 60);
 const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// Changes a slow subscriber may fall behind by before it must re-read (it is told it lagged).
 const FEED_CAPACITY: usize = 16 * 1024;
 
-/// The in-process cache of the embedded default, bounded in entries and age.
+/// The in-process cache of the embedded default, bounded in entries, bytes and age.
 pub struct MemoryCache {
     jobs: Moka<Uuid, Arc<Job>>,
     keys: Moka<(String, String), IdempotencyClaim>,
@@ -39,7 +44,8 @@ impl MemoryCache {
     pub fn new() -> MemoryCache {
         MemoryCache {
             jobs: Moka::builder()
-                .max_capacity(MAX_JOBS)
+                .weigher(|_, job: &Arc<Job>| weight(job))
+                .max_capacity(MAX_JOB_BYTES)
                 .time_to_idle(IDLE_JOB_TTL)
                 .build(),
             keys: Moka::builder()
@@ -54,6 +60,25 @@ impl MemoryCache {
                 .build(),
         }
     }
+}
+
+/// A snapshot's weight in the cache: about the bytes it holds.
+fn weight(job: &Job) -> u32 {
+    /// Counts what is written to it, keeping nothing.
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(JOB_OVERHEAD_BYTES);
+    // A job always serializes; were it not to, it would weigh its overhead alone.
+    let _ = serde_json::to_writer(&mut counter, job);
+    u32::try_from(counter.0).unwrap_or(u32::MAX)
 }
 
 #[async_trait]
@@ -176,5 +201,26 @@ impl Cache for MemoryCache {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn snapshots_are_bounded_in_bytes_not_only_in_number() {
+        let cache = MemoryCache::new();
+        let megabyte = serde_json::Value::String("x".repeat(1024 * 1024));
+        for _ in 0..300 {
+            let job = Job {
+                payload: megabyte.clone(),
+                ..Job::fixture()
+            };
+            cache.put_job(&job).await.unwrap();
+        }
+        cache.jobs.run_pending_tasks();
+        assert!(cache.jobs.weighted_size() <= MAX_JOB_BYTES);
+        assert!(cache.jobs.entry_count() < 300);
     }
 }
