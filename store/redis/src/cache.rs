@@ -19,6 +19,10 @@ use crate::limiter::RedisRateLimiter;
 const TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// Changes the stream keeps for replicas whose feed lost its connection and comes back.
 const STREAM_LENGTH: usize = 16 * 1024;
+/// Jobs up to this size as JSON travel in the change stream; larger ones are named there and read
+/// from their hash, so the stream holds at most `STREAM_LENGTH` times this (64 MiB), not that many
+/// megabyte payloads.
+const STREAM_INLINE_BYTES: usize = 4 * 1024;
 /// A command waits at most this long for a connection and as long again for its answer: with Redis
 /// gone, callers had better fall back to the database soon than wait.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
@@ -102,6 +106,7 @@ impl Cache for RedisCache {
         let json = serde_json::to_string(job).map_err(|error| {
             StoreError::Cache(format!("job {} cannot be written as JSON: {error}", job.id))
         })?;
+        let inline = json.len() <= STREAM_INLINE_BYTES;
         PUT_JOB
             .key(self.keys.job(job.id))
             .key(self.keys.changes())
@@ -112,6 +117,7 @@ impl Cache for RedisCache {
             .arg(TTL.as_millis())
             .arg(STREAM_LENGTH)
             .arg(job.id.to_string())
+            .arg(u8::from(inline))
             .invoke_async(&mut self.commands.clone())
             .await
             .map_err(failed("keep a job"))

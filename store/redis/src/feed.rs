@@ -14,6 +14,7 @@ use redis::streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamReadRe
 use redis::{AsyncCommands, AsyncConnectionConfig, Client, RedisError, Script};
 use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
+use uuid::Uuid;
 
 use crate::keys::Keys;
 
@@ -54,6 +55,7 @@ impl ChangeFeed {
         let sender = broadcast::channel(FEED_CAPACITY).0;
         let follower = Follower {
             client,
+            keys: keys.clone(),
             stream,
             client_name: keys.feed_client_name(),
             sender: sender.clone(),
@@ -78,6 +80,7 @@ impl Drop for ChangeFeed {
 
 struct Follower {
     client: Client,
+    keys: Keys,
     stream: String,
     client_name: String,
     sender: broadcast::Sender<Arc<Job>>,
@@ -161,16 +164,29 @@ impl Follower {
                 self.pause = FIRST_PAUSE;
             }
             for entry in entries.flat_map(|key| key.ids) {
-                self.hand_on(entry);
+                if let Err(error) = self.hand_on(connection, entry).await {
+                    return error;
+                }
             }
         }
     }
 
-    fn hand_on(&mut self, entry: StreamId) {
-        match entry
-            .get::<String>("job")
-            .map(|json| serde_json::from_str::<Job>(&json))
-        {
+    /// Hands on the job an entry carries, or the one it names (read from the job's hash then: a
+    /// version as new or newer than the named one, which subscribers take as they would either).
+    async fn hand_on(
+        &mut self,
+        connection: &mut MultiplexedConnection,
+        entry: StreamId,
+    ) -> Result<(), RedisError> {
+        let json = match (entry.get::<String>("job"), entry.get::<String>("id")) {
+            (Some(json), _) => Some(json),
+            (None, Some(id)) => match Uuid::parse_str(&id) {
+                Ok(id) => connection.hget(self.keys.job(id), "json").await?,
+                Err(_) => None,
+            },
+            (None, None) => None,
+        };
+        match json.map(|json| serde_json::from_str::<Job>(&json)) {
             Some(Ok(job)) => {
                 // No subscribers is no error: nobody is waiting.
                 let _ = self.sender.send(Arc::new(job));
@@ -178,8 +194,9 @@ impl Follower {
             Some(Err(error)) => {
                 tracing::warn!(entry = %entry.id, %error, "Skipped an unreadable change.");
             }
-            None => tracing::warn!(entry = %entry.id, "Skipped a change without a job."),
+            None => tracing::warn!(entry = %entry.id, "Skipped a change whose job is gone."),
         }
         self.cursor = entry.id;
+        Ok(())
     }
 }

@@ -226,6 +226,30 @@ async fn a_job_kept_through_one_replica_reaches_the_others_subscribers_and_reads
 }
 
 #[tokio::test]
+async fn a_large_job_reaches_the_others_subscribers_named_in_the_stream_not_copied() {
+    let prefix = unique_prefix();
+    let (api, worker) = (replica(&prefix).await, replica(&prefix).await);
+    let mut changes = api.subscribe();
+    let large = Job {
+        payload: serde_json::Value::String("x".repeat(64 * 1024)),
+        ..job(JobStatus::Running, 2)
+    };
+    assert!(worker.put_job(&large).await.unwrap());
+    assert_eq!(next_change(&mut changes).await, large);
+    let mut admin = admin().await;
+    let stream: redis::streams::StreamRangeReply =
+        redis::AsyncCommands::xrange_all(&mut admin, format!("{prefix}changes"))
+            .await
+            .unwrap();
+    let entry = &stream.ids[0];
+    assert!(
+        entry.get::<String>("job").is_none(),
+        "the stream copied the job"
+    );
+    assert_eq!(entry.get::<String>("id"), Some(large.id.to_string()));
+}
+
+#[tokio::test]
 async fn out_of_order_puts_never_move_a_job_backwards() {
     let prefix = unique_prefix();
     let replicas = [replica(&prefix).await, replica(&prefix).await];
