@@ -18,6 +18,7 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Json => logs.json().init(),
         LogFormat::Text => logs.init(),
     }
+    raise_open_files_limit();
     let running = start(cli.command).await?;
     let shutdown = running.shutdown_token();
     tokio::spawn(async move {
@@ -26,6 +27,24 @@ async fn main() -> anyhow::Result<()> {
         shutdown.cancel();
     });
     running.wait().await
+}
+
+/// Lets the process open as many files as the system allows it, not the lower soft limit (often
+/// 1,024): each HTTP connection takes a descriptor, and a second one while it may wait (see
+/// `conveyor_api`'s hang-up watch), so thousands of long-polls and streams need them.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let before = limit.current;
+        limit.current = limit.maximum;
+        match setrlimit(Resource::Nofile, limit) {
+            Ok(()) => {
+                tracing::debug!(?before, now = ?limit.current, "Raised the open files limit.")
+            }
+            Err(error) => tracing::warn!(%error, "Could not raise the open files limit."),
+        }
+    }
 }
 
 async fn wait_for_signal() {
