@@ -132,10 +132,6 @@ impl JobStore {
 }
 
 impl JobStore {
-    /// Up to `limit` jobs that the store shows `running`, unchanged since before `cutoff`, in the
-    /// order of that change and after `after` (the last job of the previous page): where the
-    /// rescuer looks for attempts whose worker was lost. Read from the primary: a replica behind
-    /// would show attempts that ended long ago.
     /// Deletes up to `limit` jobs that ended before `cutoff`, oldest first; returns how many.
     /// Bounded, so that pruning a large backlog never holds a long transaction or lock.
     pub async fn prune_finished(
@@ -164,6 +160,10 @@ impl JobStore {
         Ok(deleted.rows_affected)
     }
 
+    /// Up to `limit` jobs that the store shows `running`, unchanged since before `cutoff`, in the
+    /// order of that change and after `after` (the last job of the previous page): where the
+    /// rescuer looks for attempts whose worker was lost. Read from the primary: a replica behind
+    /// would show attempts that ended long ago.
     pub async fn running_before(
         &self,
         cutoff: DateTime<Utc>,
