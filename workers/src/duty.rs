@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use conveyor_store::Cache;
+use tokio::time::Interval;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub(crate) struct Duty {
@@ -25,9 +27,23 @@ impl Duty {
         }
     }
 
+    /// Waits for the next tick of `ticks`, then tells whether this process has the duty for the
+    /// three ticks after it (taking or renewing its lease). `None` once `shutdown` is cancelled.
+    pub(crate) async fn next_turn(
+        &self,
+        ticks: &mut Interval,
+        shutdown: &CancellationToken,
+    ) -> Option<bool> {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = ticks.tick() => {}
+        }
+        Some(self.hold(ticks.period() * 3).await)
+    }
+
     /// Whether this process has the duty for the next `ttl` (taking or renewing its lease).
     /// Without the cache nobody has it: there is no lease to go by.
-    pub(crate) async fn hold(&self, ttl: Duration) -> bool {
+    async fn hold(&self, ttl: Duration) -> bool {
         match self.cache.hold_lease(self.lease, self.holder, ttl).await {
             Ok(held) => held,
             Err(error) => {

@@ -40,12 +40,8 @@ impl Pruner {
 
     pub async fn run(self, shutdown: CancellationToken) {
         let mut ticks = tokio::time::interval(self.every);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = ticks.tick() => {}
-            }
-            if !self.duty.hold(self.every * 3).await {
+        while let Some(held) = self.duty.next_turn(&mut ticks, &shutdown).await {
+            if !held {
                 continue;
             }
             let pruned = tokio::select! {

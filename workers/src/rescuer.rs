@@ -72,14 +72,10 @@ impl Rescuer {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut suspects = Suspects::new();
         let mut ticks = tokio::time::interval(self.every);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = ticks.tick() => {}
-            }
-            // Without the cache there are no leases to go by: a sweep would take every running
-            // job for lost. It waits for the cache instead.
-            if !self.duty.hold(self.every * 3).await {
+        // Without the cache there are no leases to go by (nobody has the duty): a sweep would
+        // take every running job for lost. It waits for the cache instead.
+        while let Some(held) = self.duty.next_turn(&mut ticks, &shutdown).await {
+            if !held {
                 suspects.clear();
                 continue;
             }
