@@ -142,6 +142,11 @@ impl TestApp {
         mint(&self.secret, tenant, ALL_SCOPES)
     }
 
+    /// This server, acting for another tenant.
+    pub fn as_tenant(&self, tenant: &str) -> TestApp {
+        TestApp::attached(&self.address, &self.secret, &self.token_for(tenant))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

@@ -22,11 +22,6 @@ fn sleep_job(ms: u64) -> Value {
     json!({"type": "sleep", "payload": {"ms": ms}})
 }
 
-/// `app`, acting for another tenant.
-fn as_tenant(app: &TestApp, tenant: &str) -> TestApp {
-    TestApp::attached(&app.address, &app.secret, &app.token_for(tenant))
-}
-
 #[tokio::test]
 async fn a_tenant_past_its_submission_rate_gets_429_with_retry_after_and_others_do_not() {
     let app = spawn_app_with(&["--rate-limit", "0.5", "--rate-burst", "3"]).await;
@@ -58,7 +53,7 @@ async fn a_tenant_past_its_submission_rate_gets_429_with_retry_after_and_others_
     let mut listed = app.listed("/v1/jobs", accepted.len()).await;
     listed.sort();
     assert_eq!(listed, accepted);
-    as_tenant(&app, "globex").submit(echo(json!({}))).await;
+    app.as_tenant("globex").submit(echo(json!({}))).await;
 }
 
 #[tokio::test]
@@ -115,7 +110,7 @@ async fn a_tenant_at_its_quota_of_unfinished_jobs_gets_429_until_one_finishes() 
         .unwrap();
     assert_eq!(repeated.status(), StatusCode::OK);
     // Other tenants have quotas of their own.
-    as_tenant(&app, "globex").submit(echo(json!({}))).await;
+    app.as_tenant("globex").submit(echo(json!({}))).await;
 
     let id = first["id"].as_str().unwrap();
     let cancelled = app.delete(&format!("/v1/jobs/{id}")).send().await.unwrap();
@@ -182,7 +177,7 @@ async fn a_tenant_may_have_only_so_many_long_polls_waiting_and_a_client_that_goe
             .status(),
         StatusCode::OK
     );
-    let other = as_tenant(&app, "globex");
+    let other = app.as_tenant("globex");
     let theirs = other.submit(echo(json!({}))).await;
     let path = format!("/v1/jobs/{}?wait=1", theirs["id"].as_str().unwrap());
     assert_ne!(
@@ -222,7 +217,7 @@ async fn a_tenant_may_hold_only_so_many_event_streams_open() {
     let refused = app.get(&events).send().await.unwrap();
     assert_eq!(header(&refused, "retry-after"), "1");
     problem(refused, StatusCode::TOO_MANY_REQUESTS, "too_many_streams").await;
-    let other = as_tenant(&app, "globex");
+    let other = app.as_tenant("globex");
     let theirs = other.submit(echo(json!({}))).await;
     let path = format!("/v1/jobs/{}/events", theirs["id"].as_str().unwrap());
     assert_eq!(
@@ -274,7 +269,7 @@ async fn the_tenants_file_overrides_limits_and_allowed_job_types_per_tenant() {
     problem(limited, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
 
     // A tenant the file does not name keeps the defaults: every type, no limit.
-    let other = as_tenant(&app, "globex");
+    let other = app.as_tenant("globex");
     for _ in 0..3 {
         other.submit(sleep_job(10)).await;
     }

@@ -66,8 +66,7 @@ async fn a_tenants_long_jobs_leave_room_for_another_tenants_job() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let other =
-        crate::helpers::TestApp::attached(&app.address, &app.secret, &app.token_for("globex"));
+    let other = app.as_tenant("globex");
     let job = other.submit(json!({"type": "echo", "payload": {}})).await;
     let done = other
         .wait_for(
