@@ -36,14 +36,11 @@ impl OpenWaits {
     /// A place for one more wait of `tenant`, unless it holds `max` of that kind already.
     pub(crate) fn open(&self, wait: Wait, tenant: &str, max: usize) -> Option<WaitPlace> {
         let mut open = self.open.lock().expect("no panic holds the lock");
-        let count = open.entry((wait, tenant.to_owned())).or_default();
-        if *count >= max {
-            if *count == 0 {
-                open.remove(&(wait, tenant.to_owned()));
-            }
+        let key = (wait, tenant.to_owned());
+        if open.get(&key).copied().unwrap_or(0) >= max {
             return None;
         }
-        *count += 1;
+        *open.entry(key).or_default() += 1;
         metrics::OPEN_WAITS.with_label_values(&[wait.label()]).inc();
         Some(WaitPlace {
             open: self.open.clone(),
