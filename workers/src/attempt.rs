@@ -53,8 +53,8 @@ pub(crate) struct Attempt {
     recorded: AtomicBool,
 }
 
-/// Handles a delivery (and the job its command carries, as decoded) and settles it: acknowledged once its outcome is recorded, handed back
-/// otherwise.
+/// Handles a delivery (and the job its command carries, as decoded) and settles it:
+/// acknowledged once its outcome is recorded, handed back otherwise.
 pub(crate) async fn process(
     shared: &Arc<Shared>,
     delivery: Delivery,

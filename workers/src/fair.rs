@@ -14,7 +14,6 @@ pub(crate) struct FairQueue<T> {
     /// Tenants with deliveries waiting, in the order they take their turns.
     turns: VecDeque<String>,
     running: HashMap<String, usize>,
-    waiting_total: usize,
     running_total: usize,
     slots: usize,
     share: usize,
@@ -27,7 +26,6 @@ impl<T> FairQueue<T> {
             waiting: HashMap::new(),
             turns: VecDeque::new(),
             running: HashMap::new(),
-            waiting_total: 0,
             running_total: 0,
             slots,
             share: share.clamp(1, slots.max(1)),
@@ -45,7 +43,6 @@ impl<T> FairQueue<T> {
             self.turns.push_back(tenant.to_owned());
         }
         queue.push_back(item);
-        self.waiting_total += 1;
     }
 
     /// The next delivery to start, while a slot is free: the oldest of the first tenant in turn
@@ -68,7 +65,6 @@ impl<T> FairQueue<T> {
             } else {
                 self.turns.push_back(tenant.clone());
             }
-            self.waiting_total -= 1;
             self.running_total += 1;
             *self.running.entry(tenant.clone()).or_default() += 1;
             return Some((tenant, item));
@@ -88,7 +84,7 @@ impl<T> FairQueue<T> {
     }
 
     pub(crate) fn waiting(&self) -> usize {
-        self.waiting_total
+        self.waiting.values().map(VecDeque::len).sum()
     }
 }
 
