@@ -94,6 +94,10 @@ pub struct BackendArgs {
     /// PostgreSQL schema of Conveyor's tables; `public` when unset.
     #[arg(long, env = "CONVEYOR_DATABASE_SCHEMA")]
     pub database_schema: Option<String>,
+    /// A TOML file of per-tenant overrides of the limits, allowed job types and weights (see the
+    /// README); api and worker processes read it.
+    #[arg(long, env = "CONVEYOR_TENANTS_FILE")]
+    pub tenants_file: Option<std::path::PathBuf>,
     /// Cache: memory:// or redis://host:6379.
     #[arg(long, env = "CONVEYOR_CACHE_URL", default_value = "memory://")]
     pub cache_url: String,
@@ -184,10 +188,11 @@ pub struct LimitArgs {
     /// Unfinished jobs a tenant may have at once; 0 for no limit.
     #[arg(long, env = "CONVEYOR_MAX_INFLIGHT", default_value_t = 100_000)]
     pub max_inflight: u32,
-    /// A TOML file of per-tenant overrides of the limits above and allowed job types (see the
-    /// README).
-    #[arg(long, env = "CONVEYOR_TENANTS_FILE")]
-    pub tenants_file: Option<std::path::PathBuf>,
+    /// Unfinished jobs a tenant may have before its new jobs take the backlog topic, where they
+    /// wait among other tenants' backlogs instead of ahead of every tenant's new jobs; 0 for no
+    /// backlog topic.
+    #[arg(long, env = "CONVEYOR_TENANT_BACKLOG_AFTER", default_value_t = 1_000)]
+    pub tenant_backlog_after: u32,
     /// Event streams a tenant may hold open on one api server.
     #[arg(long, env = "CONVEYOR_MAX_STREAMS_PER_TENANT", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_streams_per_tenant: u64,

@@ -96,6 +96,7 @@ pub async fn start(command: Command) -> anyhow::Result<Running> {
     };
     match command {
         Command::Dev(args) => {
+            let tenants = tenants_file(&args.backends)?;
             let backends =
                 Backends::connect(&args.backends, Role::Both, prefetch(&args.workers)).await?;
             let secret = args
@@ -103,8 +104,15 @@ pub async fn start(command: Command) -> anyhow::Result<Running> {
                 .jwt_secret
                 .clone()
                 .unwrap_or_else(|| token::random_secret().into());
-            start_api(&mut running, &backends, &args.http, Some(secret.clone())).await?;
-            start_workers(&mut running, &backends, &args.workers);
+            start_api(
+                &mut running,
+                &backends,
+                &args.http,
+                &tenants,
+                Some(secret.clone()),
+            )
+            .await?;
+            start_workers(&mut running, &backends, &args.workers, &tenants)?;
             print_dev_banner(&running, &args.backends, secret.expose());
             running.backends = Some(backends);
         }
@@ -114,22 +122,25 @@ pub async fn start(command: Command) -> anyhow::Result<Running> {
                 "`conveyor api` verifies tokens with CONVEYOR_JWT_SECRET or CONVEYOR_JWKS_URL \
                  (or both): set one"
             );
+            let tenants = tenants_file(&args.backends)?;
             // The API only publishes; it holds no deliveries.
             let backends = Backends::connect(&args.backends, Role::ApiOnly, 1).await?;
             start_api(
                 &mut running,
                 &backends,
                 &args.http,
+                &tenants,
                 args.http.jwt_secret.clone(),
             )
             .await?;
             running.backends = Some(backends);
         }
         Command::Worker(args) => {
+            let tenants = tenants_file(&args.backends)?;
             let backends =
                 Backends::connect(&args.backends, Role::WorkerOnly, prefetch(&args.workers))
                     .await?;
-            start_workers(&mut running, &backends, &args.workers);
+            start_workers(&mut running, &backends, &args.workers, &tenants)?;
             if let Some(listen) = &args.metrics_listen {
                 start_operations(&mut running, &backends, listen)?;
             }
@@ -163,6 +174,7 @@ async fn start_api(
     running: &mut Running,
     backends: &Backends,
     http: &HttpArgs,
+    tenants: &str,
     secret: Option<Secret>,
 ) -> anyhow::Result<()> {
     running.jwt_secret = secret.as_ref().map(|secret| secret.expose().to_owned());
@@ -177,7 +189,7 @@ async fn start_api(
         leeway: Duration::from_secs(http.jwt_leeway_secs),
     };
     // Settings that cannot work stop the server before it waits for anything.
-    let policies = policies(&http.limits)?;
+    let policies = policies(&http.limits, tenants)?;
     let authenticator = patiently("JWKS", || Authenticator::connect(auth.clone())).await?;
     let api = Api::bind(
         &http.listen,
@@ -188,6 +200,8 @@ async fn start_api(
             max_wait: Duration::from_secs(http.max_wait_secs),
             default_max_attempts: http.default_max_attempts,
             topics: backends.topics.clone(),
+            backlog_after: (http.limits.tenant_backlog_after > 0)
+                .then_some(http.limits.tenant_backlog_after),
             http_workers: http.http_workers,
             policies,
             max_streams_per_tenant: http.limits.max_streams_per_tenant as usize,
@@ -210,8 +224,17 @@ async fn start_api(
     Ok(())
 }
 
-/// The defaults of every tenant, with the tenants file's overrides.
-fn policies(args: &LimitArgs) -> anyhow::Result<Policies> {
+/// The tenants file's text; empty when there is none.
+fn tenants_file(args: &BackendArgs) -> anyhow::Result<String> {
+    match &args.tenants_file {
+        None => Ok(String::new()),
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("Failed to read CONVEYOR_TENANTS_FILE {}", path.display())),
+    }
+}
+
+/// The defaults of every tenant, with the overrides of the tenants file (its text).
+fn policies(args: &LimitArgs, tenants: &str) -> anyhow::Result<Policies> {
     let defaults = DefaultLimits {
         submit_rate: args.rate_limit,
         submit_burst: args.rate_burst,
@@ -219,14 +242,9 @@ fn policies(args: &LimitArgs) -> anyhow::Result<Policies> {
         read_burst: args.read_rate_burst,
         max_in_flight: args.max_inflight,
     };
-    let overrides = match &args.tenants_file {
-        None => String::new(),
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("Failed to read CONVEYOR_TENANTS_FILE {}", path.display()))?,
-    };
     Ok(Policies::with_overrides(
         defaults,
-        &overrides,
+        tenants,
         &JobTypeCatalog::built_in(),
     )?)
 }
@@ -256,13 +274,26 @@ fn start_operations(
     Ok(())
 }
 
-/// Messages a subscription may hold unacknowledged: the attempts running and as many received
-/// ahead of them (see `WorkerSettings::concurrency`).
+/// Messages a subscription (one lane) may hold unacknowledged: the attempts running, all of them
+/// from that lane at worst, and as many received ahead of them (see
+/// `WorkerSettings::concurrency`).
 fn prefetch(workers: &WorkerPoolArgs) -> u16 {
     u16::try_from(workers.concurrency * 2).unwrap_or(u16::MAX)
 }
 
-fn start_workers(running: &mut Running, backends: &Backends, args: &WorkerPoolArgs) {
+fn start_workers(
+    running: &mut Running,
+    backends: &Backends,
+    args: &WorkerPoolArgs,
+    tenants: &str,
+) -> anyhow::Result<()> {
+    // Only the weights matter here; the limits are the api's.
+    let tenant_weights = Policies::with_overrides(
+        DefaultLimits::default(),
+        tenants,
+        &JobTypeCatalog::built_in(),
+    )?
+    .weights();
     if let Some(schedule) = backends.schedule.clone() {
         let shutdown = running.shutdown.clone();
         running.tasks.spawn(async move {
@@ -278,6 +309,7 @@ fn start_workers(running: &mut Running, backends: &Backends, args: &WorkerPoolAr
         WorkerSettings {
             concurrency: args.concurrency as usize,
             tenant_share_percent: args.tenant_slot_share,
+            tenant_weights,
             default_timeout: Duration::from_millis(args.job_timeout_ms),
             backoff: Backoff {
                 base: Duration::from_millis(args.retry_base_ms),
@@ -327,6 +359,7 @@ fn start_workers(running: &mut Running, backends: &Backends, args: &WorkerPoolAr
             .await
             .context("The worker pool could not start")
     });
+    Ok(())
 }
 
 fn print_dev_banner(running: &Running, backends: &BackendArgs, secret: &str) {

@@ -47,6 +47,8 @@ pub struct ApiSettings {
     pub max_wait: Duration,
     pub default_max_attempts: u32,
     pub topics: Topics,
+    /// A tenant's new jobs beyond this many unfinished take the backlog lane; `None`: never.
+    pub backlog_after: Option<u32>,
     /// HTTP worker threads; 0 for one per core.
     pub http_workers: usize,
     /// Each tenant's rate limits, quota of unfinished jobs and allowed job types.
@@ -91,6 +93,7 @@ impl Api {
             JobServiceSettings {
                 topics: settings.topics.clone(),
                 default_max_attempts: settings.default_max_attempts,
+                backlog_after: settings.backlog_after,
             },
         ));
         let readiness = web::Data::new(Readiness {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conveyor_events::{Broker, Topics};
+use conveyor_events::{Broker, Lane, Topics};
 use conveyor_store::{Database, Ledger};
 
 use crate::metrics;
@@ -35,7 +35,8 @@ impl Readiness {
 
     /// Refreshes the gauges that are read at scrape time.
     pub(crate) fn sample(&self) {
-        for topic in [self.topics.jobs(), self.topics.dead_letter()] {
+        let lanes = Lane::ALL.map(|lane| self.topics.lane(lane));
+        for topic in lanes.into_iter().chain([self.topics.dead_letter()]) {
             if let Some(depth) = self.broker.depth(&topic) {
                 metrics::QUEUE_DEPTH
                     .with_label_values(&[&topic])

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use conveyor_events::{Broker, BrokerError, Command, Outgoing, Topics};
+use conveyor_events::{Broker, BrokerError, Command, Lane, Outgoing, Topics};
 use conveyor_schemas::lifecycle::{self, Event, Kept};
 use conveyor_schemas::{Job, JobStatus, JobTypeCatalog, PayloadRejected};
 use conveyor_store::{Change, IdempotencyClaim, JobPage, JobQuery, JobWatch, Ledger};
@@ -73,6 +73,8 @@ fn empty_object() -> Value {
 pub struct JobServiceSettings {
     pub topics: Topics,
     pub default_max_attempts: u32,
+    /// A tenant's new jobs beyond this many unfinished take the backlog lane; `None`: never.
+    pub backlog_after: Option<u32>,
 }
 
 /// The ETags in an `If-None-Match`: a list, or `*` for any.
@@ -204,15 +206,19 @@ impl JobService {
                 Claimed::Mine(mine) => claim = Some(mine),
             }
         }
-        let place = match limits.max_in_flight {
-            Some(max) => Some(self.take_place(&job, max).await?),
-            None => None,
+        // Counted against the quota, and to choose the lane, even when the quota is unlimited.
+        let backlog_after = self.settings.backlog_after;
+        let counted = match (limits.max_in_flight, backlog_after) {
+            (None, None) => None,
+            (max, _) => Some(self.take_place(&job, max.unwrap_or(u32::MAX)).await?),
         };
+        let (place, unfinished) = counted.unzip();
+        let lane = Lane::of_new_job(unfinished.flatten(), backlog_after);
         let command = Command::RunJob { job: job.clone() };
         let message = Outgoing::now(job.id.to_string(), command.encode());
         match self
             .broker
-            .publish(&self.settings.topics.jobs(), vec![message])
+            .publish(&self.settings.topics.lane(lane), vec![message])
             .await
         {
             Ok(()) => {}
@@ -235,34 +241,43 @@ impl JobService {
         Ok(Submitted::Created(job))
     }
 
-    /// Counts the job among its tenant's unfinished jobs, unless it has `max` already. Before
-    /// refusing, the oldest counted are checked: a job that finished while the cache was away
-    /// (or whose release was lost) is still counted, and must not hold its place for good.
-    async fn take_place(&self, job: &Job, max: u32) -> Result<Reservation, ApiError> {
+    /// Counts the job among its tenant's unfinished jobs, unless it has `max` already, and says
+    /// how many are counted now (`None` when the cache cannot count). Before refusing, the oldest
+    /// counted are checked: a job that finished while the cache was away (or whose release was
+    /// lost) is still counted, and must not hold its place for good.
+    async fn take_place(
+        &self,
+        job: &Job,
+        max: u32,
+    ) -> Result<(Reservation, Option<u32>), ApiError> {
         let cache = self.ledger.cache().clone();
         let admitted = async || match cache.admit_in_flight(&job.tenant, job.id, max).await {
-            Ok(admitted) => admitted,
+            Ok(counted) => counted.map(Some),
             Err(error) => {
                 // Counting across replicas needs the cache; without it, the rate limit still holds.
                 tracing::warn!(%error, tenant = %job.tenant, "Cannot count unfinished jobs; accepting without the quota.");
-                true
+                Some(None)
             }
         };
-        if !admitted().await {
-            self.forget_finished(&job.tenant).await?;
-            if !admitted().await {
-                metrics::QUOTA_REFUSED
-                    .with_label_values(&["in_flight"])
-                    .inc();
-                return Err(ApiError::InFlightQuotaExceeded { max });
+        let unfinished = match admitted().await {
+            Some(unfinished) => unfinished,
+            None => {
+                self.forget_finished(&job.tenant).await?;
+                admitted().await.ok_or_else(|| {
+                    metrics::QUOTA_REFUSED
+                        .with_label_values(&["in_flight"])
+                        .inc();
+                    ApiError::InFlightQuotaExceeded { max }
+                })?
             }
-        }
+        };
         let (tenant, id) = (job.tenant.clone(), job.id);
-        Ok(Reservation::new(async move {
+        let place = Reservation::new(async move {
             if let Err(error) = cache.release_in_flight(&tenant, id).await {
                 tracing::warn!(%tenant, %error, "Could not give back a place among unfinished jobs; it is checked again when the quota is reached.");
             }
-        }))
+        });
+        Ok((place, unfinished))
     }
 
     /// Stops counting those of the tenant's oldest counted jobs that are finished, or that were

@@ -1,5 +1,6 @@
-//! What each tenant may do: its rate limits, its quota of unfinished jobs and the job types it may
-//! submit. One default for every tenant, and overrides per tenant from the tenants file.
+//! What each tenant may do: its rate limits, its quota of unfinished jobs, the job types it may
+//! submit, and its weight in the workers' turns. One default for every tenant, and overrides per
+//! tenant from the tenants file.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -29,7 +30,11 @@ struct TenantEntry {
     read_rate_burst: Option<u32>,
     max_inflight: Option<u32>,
     job_types: Option<Vec<String>>,
+    weight: Option<u32>,
 }
+
+/// The most turns in a row a tenant's weight may give it.
+pub const MAX_WEIGHT: u32 = 100;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,6 +54,8 @@ pub struct TenantLimits {
     pub max_in_flight: Option<u32>,
     /// The job types it may submit; `None` is every type.
     pub job_types: Option<HashSet<String>>,
+    /// Jobs a worker starts for it in each of its turns, when other tenants' jobs wait too.
+    pub weight: u32,
 }
 
 /// Every tenant's limits.
@@ -112,11 +119,19 @@ impl Policies {
                 }
             };
             let max_in_flight = entry.max_inflight.unwrap_or(default.max_in_flight);
+            let weight = entry.weight.unwrap_or(1);
+            if !(1..=MAX_WEIGHT).contains(&weight) {
+                return Err(PolicyError {
+                    setting: setting("weight", ""),
+                    problem: format!("must be between 1 and {MAX_WEIGHT}, not {weight}"),
+                });
+            }
             Ok(TenantLimits {
                 submit,
                 read,
                 max_in_flight: (max_in_flight > 0).then_some(max_in_flight),
                 job_types,
+                weight,
             })
         };
         let mut tenants = HashMap::new();
@@ -137,6 +152,14 @@ impl Policies {
 
     pub fn of(&self, tenant: &str) -> &Arc<TenantLimits> {
         self.tenants.get(tenant).unwrap_or(&self.default)
+    }
+
+    /// The weights of the tenants whose weight is not 1, for the workers.
+    pub fn weights(&self) -> HashMap<String, u32> {
+        let weighted = self.tenants.iter().filter(|(_, limits)| limits.weight != 1);
+        weighted
+            .map(|(tenant, limits)| (tenant.clone(), limits.weight))
+            .collect()
     }
 }
 
@@ -206,6 +229,10 @@ mod tests {
             rate_limit = 100
             max_inflight = 5
             job_types = ["echo"]
+            weight = 3
+
+            [tenants.globex]
+            weight = 1
         "#;
         let policies =
             Policies::with_overrides(defaults(), file, &JobTypeCatalog::built_in()).unwrap();
@@ -214,6 +241,8 @@ mod tests {
         assert_eq!(acme.max_in_flight, Some(5));
         assert_eq!(acme.job_types, Some(HashSet::from(["echo".to_owned()])));
         assert_eq!(policies.of("other").submit, Rate::new(10.0, 20));
+        assert_eq!(policies.of("other").weight, 1);
+        assert_eq!(policies.weights(), HashMap::from([("acme".to_owned(), 3)]));
     }
 
     #[test]
@@ -235,6 +264,7 @@ mod tests {
         assert!(error("[tenants.acme]\nrate_limit = -1").starts_with("tenants.acme.rate_limit:"));
         assert!(error("[tenants.acme]\njob_types = [\"nope\"]").contains("no job type `nope`"));
         assert!(error("[tenants.acme]\nrate_limt = 1").contains("rate_limt"));
+        assert!(error("[tenants.acme]\nweight = 0").starts_with("tenants.acme.weight:"));
         let mut bad = defaults();
         bad.submit_rate = f64::INFINITY;
         assert!(

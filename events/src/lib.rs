@@ -20,4 +20,4 @@ pub use journal::{Journal, JournaledMessage};
 pub use memory::MemoryBroker;
 pub use schedule::{HeldMessage, Schedule, Scheduled};
 pub use topology::Topology;
-pub use url::{BrokerKind, Topics};
+pub use url::{BrokerKind, Lane, Topics};

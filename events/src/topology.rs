@@ -1,4 +1,4 @@
-use crate::Topics;
+use crate::{Lane, Topics};
 
 /// The topics and consumer groups a deployment needs, declared by every process before it
 /// publishes or subscribes, so that no group misses a message published before its first
@@ -12,13 +12,13 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// Conveyor's own: workers and the recorder on the jobs topic; dead letters kept.
+    /// Conveyor's own: workers and the recorder on both command topics; dead letters kept.
     pub fn conveyor(topics: &Topics) -> Topology {
+        let groups = Lane::ALL.into_iter().flat_map(|lane| {
+            [Topics::WORKERS, Topics::RECORDER].map(|group| (topics.lane(lane), group.to_owned()))
+        });
         Topology {
-            groups: vec![
-                (topics.jobs(), Topics::WORKERS.to_owned()),
-                (topics.jobs(), Topics::RECORDER.to_owned()),
-            ],
+            groups: groups.collect(),
             kept: vec![topics.dead_letter()],
         }
     }
@@ -41,9 +41,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn conveyor_declares_both_groups_and_keeps_dead_letters() {
+    fn conveyor_declares_both_groups_on_both_lanes_and_keeps_dead_letters() {
         let topology = Topology::conveyor(&Topics::new("t-"));
-        assert_eq!(topology.topics(), ["t-jobs", "t-dead-letter"]);
-        assert_eq!(topology.groups.len(), 2);
+        assert_eq!(
+            topology.topics(),
+            ["t-jobs", "t-jobs-backlog", "t-dead-letter"]
+        );
+        assert_eq!(topology.groups.len(), 4);
     }
 }

@@ -33,6 +33,29 @@ impl BrokerKind {
     }
 }
 
+/// Which of the two command topics a job's command travels on. Workers read both, each through
+/// its own read-ahead, so that jobs of a tenant with few unfinished ones never wait behind
+/// another tenant's backlog in broker order: beyond a number of unfinished jobs, a tenant's new
+/// jobs take the backlog topic, where they wait among other backlogs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    Jobs,
+    Backlog,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 2] = [Lane::Jobs, Lane::Backlog];
+
+    /// The lane of a new job whose tenant has `unfinished` jobs counted, this one among them,
+    /// when jobs beyond `backlog_after` take the backlog; `None` for either is "no backlog lane".
+    pub fn of_new_job(unfinished: Option<u32>, backlog_after: Option<u32>) -> Lane {
+        match (unfinished, backlog_after) {
+            (Some(unfinished), Some(after)) if unfinished > after => Lane::Backlog,
+            _ => Lane::Jobs,
+        }
+    }
+}
+
 /// Topic (or queue) names, under a prefix so that deployments and tests can share a broker.
 #[derive(Debug, Clone)]
 pub struct Topics {
@@ -54,6 +77,19 @@ impl Topics {
     /// Commands for workers.
     pub fn jobs(&self) -> String {
         format!("{}jobs", self.prefix)
+    }
+
+    /// Commands for workers whose tenant had a backlog when they were sent (see [`Lane`]).
+    pub fn backlog(&self) -> String {
+        format!("{}jobs-backlog", self.prefix)
+    }
+
+    /// The topic that carries commands on `lane`.
+    pub fn lane(&self, lane: Lane) -> String {
+        match lane {
+            Lane::Jobs => self.jobs(),
+            Lane::Backlog => self.backlog(),
+        }
     }
 
     /// Commands whose job failed for good, kept for inspection and replay.
@@ -81,5 +117,16 @@ mod tests {
         ));
         assert!(BrokerKind::parse("nats://x").is_err());
         assert!(BrokerKind::parse("localhost").is_err());
+    }
+
+    #[test]
+    fn a_tenants_jobs_beyond_its_backlog_threshold_take_the_backlog_lane() {
+        assert_eq!(Lane::of_new_job(Some(100), Some(100)), Lane::Jobs);
+        assert_eq!(Lane::of_new_job(Some(101), Some(100)), Lane::Backlog);
+        assert_eq!(Lane::of_new_job(None, Some(100)), Lane::Jobs, "not counted");
+        assert_eq!(Lane::of_new_job(Some(5000), None), Lane::Jobs, "no lane");
+        let topics = Topics::new("p-");
+        assert_eq!(topics.lane(Lane::Jobs), "p-jobs");
+        assert_eq!(topics.lane(Lane::Backlog), "p-jobs-backlog");
     }
 }

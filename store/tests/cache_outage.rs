@@ -57,7 +57,12 @@ impl Cache for Flaky {
         self.up()?;
         self.inner.release_idempotency_key(tenant, key).await
     }
-    async fn admit_in_flight(&self, tenant: &str, job: Uuid, max: u32) -> Result<bool, StoreError> {
+    async fn admit_in_flight(
+        &self,
+        tenant: &str,
+        job: Uuid,
+        max: u32,
+    ) -> Result<Option<u32>, StoreError> {
         self.up()?;
         self.inner.admit_in_flight(tenant, job, max).await
     }

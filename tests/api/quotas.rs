@@ -247,7 +247,7 @@ async fn the_tenants_file_overrides_limits_and_allowed_job_types_per_tenant() {
     let file = dir.path().join("tenants.toml");
     std::fs::write(
         &file,
-        "[tenants.acme]\nrate_limit = 0.1\nrate_burst = 1\njob_types = [\"echo\"]\n",
+        "[tenants.acme]\nrate_limit = 0.1\nrate_burst = 1\njob_types = [\"echo\"]\nweight = 2\n",
     )
     .unwrap();
     let app = spawn_app_with(&["--tenants-file", file.to_str().unwrap()]).await;

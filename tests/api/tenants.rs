@@ -85,3 +85,48 @@ async fn a_tenants_long_jobs_leave_room_for_another_tenants_job() {
         app.delete(&format!("/v1/jobs/{id}")).send().await.unwrap();
     }
 }
+
+/// Beyond what a worker receives ahead of its slots, one tenant's backlog waits on the backlog
+/// lane: another tenant's new job is not queued behind it in broker order. (1 slot of 2 for the
+/// busy tenant, 2 received ahead per lane: 30 one-second jobs on one lane would hold the other
+/// tenant's job for half a minute.)
+#[tokio::test]
+async fn a_tenants_deep_backlog_does_not_delay_another_tenants_new_job() {
+    let app = crate::helpers::spawn_app_with(&[
+        "--concurrency",
+        "2",
+        "--tenant-slot-share",
+        "50",
+        "--tenant-backlog-after",
+        "1",
+    ])
+    .await;
+    let mut busy = Vec::new();
+    for _ in 0..30 {
+        let job = app
+            .submit(json!({"type": "sleep", "payload": {"ms": 1_000}}))
+            .await;
+        busy.push(job["id"].as_str().unwrap().to_owned());
+    }
+    let other = app.as_tenant("globex");
+    let job = other.submit(json!({"type": "echo", "payload": {}})).await;
+    other
+        .wait_for(
+            job["id"].as_str().unwrap(),
+            "succeeded",
+            Duration::from_secs(10),
+        )
+        .await;
+    let mut finished = 0;
+    for id in &busy {
+        let status = app.job(id).await["status"].clone();
+        finished += usize::from(status == "succeeded");
+    }
+    assert!(
+        finished < 15,
+        "the other tenant's job waited for {finished} of the busy tenant's jobs"
+    );
+    for id in &busy {
+        app.delete(&format!("/v1/jobs/{id}")).send().await.unwrap();
+    }
+}

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
-use conveyor_events::{CommandError, Delivery, Outgoing};
+use conveyor_events::{CommandError, Delivery, Lane, Outgoing};
 use conveyor_schemas::lifecycle::{Event, Kept, Outcome};
 use conveyor_schemas::{Job, JobStatus};
 use conveyor_store::{Change, StoreError};
@@ -53,10 +53,12 @@ pub(crate) struct Attempt {
     recorded: AtomicBool,
 }
 
-/// Handles a delivery (and the job its command carries, as decoded) and settles it:
-/// acknowledged once its outcome is recorded, handed back otherwise.
+/// Handles a delivery from `lane` (and the job its command carries, as decoded) and settles it:
+/// acknowledged once its outcome is recorded, handed back otherwise. A next attempt stays on the
+/// lane.
 pub(crate) async fn process(
     shared: &Arc<Shared>,
+    lane: Lane,
     delivery: Delivery,
     decoded: Result<Job, CommandError>,
 ) {
@@ -80,7 +82,7 @@ pub(crate) async fn process(
         }
     };
     let job_id = job.id;
-    match handle(shared, job).await {
+    match handle(shared, lane, job).await {
         Ok(Settle::Ack) => acknowledge(delivery, Some(job_id)).await,
         Ok(Settle::Later) => hand_back(delivery).await,
         Ok(Settle::AfterAttempt(attempt)) => {
@@ -121,7 +123,7 @@ async fn hand_back(delivery: Delivery) {
 }
 
 #[tracing::instrument(skip_all, fields(job_id = %command_job.id, job_type = %command_job.job_type))]
-async fn handle(shared: &Shared, command_job: Job) -> Result<Settle, AttemptError> {
+async fn handle(shared: &Shared, lane: Lane, command_job: Job) -> Result<Settle, AttemptError> {
     let ledger = &shared.ledger;
     let current = ledger.current(&command_job).await?;
     if current.status.is_terminal() {
@@ -131,7 +133,7 @@ async fn handle(shared: &Shared, command_job: Job) -> Result<Settle, AttemptErro
         && current.status != JobStatus::Running
     {
         // Not due yet: the broker holds it until it is.
-        hold_until(&*shared.broker, &shared.topics, &current, run_at).await?;
+        hold_until(&*shared.broker, &shared.topics, lane, &current, run_at).await?;
         return Ok(Settle::Ack);
     }
     let Some(handler) = shared.registry.get(&current.job_type) else {
@@ -158,7 +160,7 @@ async fn handle(shared: &Shared, command_job: Job) -> Result<Settle, AttemptErro
         };
         match ledger.apply(&waiting, &lost).await? {
             Change::Applied(rescued) if rescued.status.is_terminal() => {
-                follow_up(&*shared.broker, &shared.topics, &rescued).await?;
+                follow_up(&*shared.broker, &shared.topics, lane, &rescued).await?;
                 return Ok(Settle::Ack);
             }
             Change::Applied(rescued) => waiting = rescued,
@@ -169,7 +171,7 @@ async fn handle(shared: &Shared, command_job: Job) -> Result<Settle, AttemptErro
         Change::Applied(running) => running,
         Change::Declined(job, Kept::Terminal) => return ended(shared, job).await,
         Change::Declined(job, Kept::NotDue(at)) => {
-            hold_until(&*shared.broker, &shared.topics, &job, at).await?;
+            hold_until(&*shared.broker, &shared.topics, lane, &job, at).await?;
             return Ok(Settle::Ack);
         }
         Change::Declined(..) => return Ok(Settle::Later),
@@ -197,7 +199,9 @@ async fn handle(shared: &Shared, command_job: Job) -> Result<Settle, AttemptErro
         outcome,
     };
     match ledger.apply(&running, &finish).await? {
-        Change::Applied(recorded) => follow_up(&*shared.broker, &shared.topics, &recorded).await?,
+        Change::Applied(recorded) => {
+            follow_up(&*shared.broker, &shared.topics, lane, &recorded).await?
+        }
         // The job was taken over after this worker's lease ended: the attempt that runs now (or
         // the one that ended it) speaks for the job.
         Change::Declined(job, kept) => {

@@ -2,15 +2,17 @@
 //! it is due, or the job itself to the dead-letter topic once it failed for good.
 
 use chrono::{DateTime, Utc};
-use conveyor_events::{Broker, BrokerError, Command, Outgoing, Topics};
+use conveyor_events::{Broker, BrokerError, Command, Lane, Outgoing, Topics};
 use conveyor_schemas::{Job, JobStatus};
 
 use crate::metrics;
 
-/// Sends what `recorded` (a change just made to the job by a worker or the rescuer) calls for.
+/// Sends what `recorded` (a change just made to the job by a worker or the rescuer) calls for; a
+/// next attempt on `lane`.
 pub(crate) async fn follow_up(
     broker: &dyn Broker,
     topics: &Topics,
+    lane: Lane,
     recorded: &Job,
 ) -> Result<(), BrokerError> {
     metrics::FINISHED
@@ -19,7 +21,7 @@ pub(crate) async fn follow_up(
     match recorded.status {
         JobStatus::Retrying => {
             let at = recorded.run_at.unwrap_or_else(Utc::now);
-            hold_until(broker, topics, recorded, at).await
+            hold_until(broker, topics, lane, recorded, at).await
         }
         JobStatus::Failed => {
             tracing::warn!(
@@ -43,15 +45,16 @@ pub(crate) async fn dead_letter(
     broker.publish(&topics.dead_letter(), vec![dead]).await
 }
 
-/// Publishes the job's command to be delivered at `at`.
+/// Publishes the job's command on `lane`, to be delivered at `at`.
 pub(crate) async fn hold_until(
     broker: &dyn Broker,
     topics: &Topics,
+    lane: Lane,
     job: &Job,
     at: DateTime<Utc>,
 ) -> Result<(), BrokerError> {
     let held = Outgoing::at(job.id.to_string(), run_command(job), at);
-    broker.publish(&topics.jobs(), vec![held]).await
+    broker.publish(&topics.lane(lane), vec![held]).await
 }
 
 fn run_command(job: &Job) -> Vec<u8> {

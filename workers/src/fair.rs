@@ -1,10 +1,10 @@
-//! Which waiting delivery a worker process starts next: tenants take turns, and none holds more
-//! than its share of the process's slots, so one tenant's backlog of long jobs leaves room for
-//! another's.
+//! Which waiting delivery a worker process starts next: tenants take turns, each starting as many
+//! jobs in its turn as its weight, and none holds more than its share of the process's slots, so
+//! one tenant's backlog of long jobs leaves room for another's.
 //!
 //! The broker hands out a queue's messages in its own order, one tenant's after another's; the
-//! pool receives ahead of its free slots (up to as many again) and starts from what it holds in
-//! this order instead. A tenant's deliveries keep their order among themselves.
+//! pool receives ahead of its free slots (up to as many again per lane) and starts from what it
+//! holds in this order instead. A tenant's deliveries keep their order among themselves.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -13,6 +13,10 @@ pub(crate) struct FairQueue<T> {
     waiting: HashMap<String, VecDeque<T>>,
     /// Tenants with deliveries waiting, in the order they take their turns.
     turns: VecDeque<String>,
+    /// Deliveries the tenant first in turn has started in this turn.
+    started_in_turn: u32,
+    /// Starts per turn of the tenants named; the rest have one.
+    weights: HashMap<String, u32>,
     running: HashMap<String, usize>,
     running_total: usize,
     slots: usize,
@@ -20,11 +24,14 @@ pub(crate) struct FairQueue<T> {
 }
 
 impl<T> FairQueue<T> {
-    /// `slots` attempts at once, at most `share` of them (at least one) for one tenant.
-    pub(crate) fn new(slots: usize, share: usize) -> FairQueue<T> {
+    /// `slots` attempts at once, at most `share` of them (at least one) for one tenant; tenants
+    /// start as many in a turn as `weights` says (one for those it does not name).
+    pub(crate) fn new(slots: usize, share: usize, weights: HashMap<String, u32>) -> FairQueue<T> {
         FairQueue {
             waiting: HashMap::new(),
             turns: VecDeque::new(),
+            started_in_turn: 0,
+            weights,
             running: HashMap::new(),
             running_total: 0,
             slots,
@@ -55,14 +62,21 @@ impl<T> FairQueue<T> {
             let tenant = self.turns.pop_front()?;
             let running = self.running.get(&tenant).copied().unwrap_or(0);
             if running >= self.share {
+                self.started_in_turn = 0;
                 self.turns.push_back(tenant);
                 continue;
             }
             let queue = self.waiting.get_mut(&tenant)?;
             let item = queue.pop_front()?;
+            self.started_in_turn += 1;
+            let weight = self.weights.get(&tenant).copied().unwrap_or(1);
             if queue.is_empty() {
                 self.waiting.remove(&tenant);
+                self.started_in_turn = 0;
+            } else if self.started_in_turn < weight {
+                self.turns.push_front(tenant.clone());
             } else {
+                self.started_in_turn = 0;
                 self.turns.push_back(tenant.clone());
             }
             self.running_total += 1;
@@ -98,7 +112,7 @@ mod tests {
 
     #[test]
     fn tenants_take_turns_and_keep_their_own_order() {
-        let mut queue = FairQueue::new(10, 10);
+        let mut queue = FairQueue::new(10, 10, HashMap::new());
         for n in 0..3 {
             queue.push("a", n);
         }
@@ -111,7 +125,7 @@ mod tests {
 
     #[test]
     fn a_tenant_at_its_share_leaves_the_other_slots_to_the_rest() {
-        let mut queue = FairQueue::new(4, 3);
+        let mut queue = FairQueue::new(4, 3, HashMap::new());
         for n in 0..100 {
             queue.push("busy", n);
         }
@@ -127,7 +141,7 @@ mod tests {
 
     #[test]
     fn no_more_start_than_there_are_slots() {
-        let mut queue = FairQueue::new(2, 2);
+        let mut queue = FairQueue::new(2, 2, HashMap::new());
         for tenant in ["a", "b", "c"] {
             queue.push(tenant, 0);
         }
@@ -141,6 +155,48 @@ mod tests {
         assert_eq!(FairQueue::<u32>::share_of(256, 90), 231);
         assert_eq!(FairQueue::<u32>::share_of(8, 90), 8);
         assert_eq!(FairQueue::<u32>::share_of(4, 50), 2);
-        assert_eq!(FairQueue::<u32>::new(4, 0).share, 1);
+        assert_eq!(FairQueue::<u32>::new(4, 0, HashMap::new()).share, 1);
+    }
+
+    #[test]
+    fn a_tenant_starts_as_many_in_its_turn_as_its_weight() {
+        let mut queue = FairQueue::new(100, 100, HashMap::from([("heavy".to_owned(), 3)]));
+        for n in 0..5 {
+            queue.push("heavy", n);
+            queue.push("light", n);
+        }
+        let order: Vec<_> = started(&mut queue);
+        let order: Vec<_> = order.iter().map(|(t, n)| (t.as_str(), *n)).collect();
+        assert_eq!(
+            order,
+            [
+                ("heavy", 0),
+                ("heavy", 1),
+                ("heavy", 2),
+                ("light", 0),
+                ("heavy", 3),
+                ("heavy", 4),
+                ("light", 1),
+                ("light", 2),
+                ("light", 3),
+                ("light", 4),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_weighted_tenant_at_its_share_gives_up_the_rest_of_its_turn() {
+        let mut queue = FairQueue::new(10, 2, HashMap::from([("heavy".to_owned(), 5)]));
+        for n in 0..5 {
+            queue.push("heavy", n);
+        }
+        queue.push("light", 0);
+        queue.push("light", 1);
+        let order: Vec<_> = started(&mut queue);
+        let order: Vec<_> = order.iter().map(|(t, n)| (t.as_str(), *n)).collect();
+        assert_eq!(
+            order,
+            [("heavy", 0), ("heavy", 1), ("light", 0), ("light", 1)]
+        );
     }
 }

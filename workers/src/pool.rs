@@ -2,7 +2,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use conveyor_events::{Broker, BrokerError, Command, CommandError, Delivery, Subscription, Topics};
+use conveyor_events::{
+    Broker, BrokerError, Command, CommandError, Delivery, Lane, Subscription, Topics,
+};
 use conveyor_schemas::Job;
 use conveyor_store::Ledger;
 use tokio::sync::broadcast::error::RecvError;
@@ -22,12 +24,14 @@ const RECV_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
-    /// Attempts running at once in this process. It holds up to twice as many messages
-    /// unacknowledged: the running ones, and as many received ahead.
+    /// Attempts running at once in this process. It holds up to three times as many messages
+    /// unacknowledged: the running ones, and as many received ahead on each lane.
     pub concurrency: usize,
     /// The most of the `concurrency` slots one tenant may hold, in percent (rounded up): the rest
     /// stay free for other tenants' jobs however long one tenant's jobs run.
     pub tenant_share_percent: u8,
+    /// Jobs started per turn for the tenants named (from the tenants file); others start one.
+    pub tenant_weights: HashMap<String, u32>,
     /// Time limit of an attempt whose job sets no `timeout_ms`.
     pub default_timeout: Duration,
     pub backoff: Backoff,
@@ -78,38 +82,56 @@ impl WorkerPool {
     /// period, and hands back the rest (unacknowledged, so the broker redelivers them).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), BrokerError> {
         let shared = self.shared;
-        let subscription = shared
-            .broker
-            .subscribe(&shared.topics.jobs(), Topics::WORKERS)
-            .await?;
+        let mut subscriptions = Vec::new();
+        for lane in Lane::ALL {
+            let topic = shared.topics.lane(lane);
+            subscriptions.push((
+                lane,
+                shared.broker.subscribe(&topic, Topics::WORKERS).await?,
+            ));
+        }
         let watcher = tokio::spawn(watch_cancellations(shared.clone(), shutdown.clone()));
         let slots = shared.settings.concurrency;
         let share = FairQueue::<Received>::share_of(slots, shared.settings.tenant_share_percent);
-        let mut queue = FairQueue::new(slots, share);
-        // The receiver stays ahead of the free slots by as many deliveries again, so that another
-        // tenant's job can be seen behind one tenant's backlog.
+        let mut queue = FairQueue::new(slots, share, shared.settings.tenant_weights.clone());
+        // Each lane's receiver stays ahead of the free slots by as many deliveries again, so that
+        // another tenant's job can be seen behind one tenant's jobs, and the jobs lane is never
+        // held up by the backlog lane.
         let (arrivals, mut arrived) = mpsc::channel(MAX_CLAIM);
         let stop_receiving = CancellationToken::new();
-        let receiver = tokio::spawn(receive(
-            subscription,
-            Arc::new(Semaphore::new(slots)),
-            arrivals,
-            stop_receiving.clone(),
-        ));
+        let receivers: Vec<_> = subscriptions
+            .into_iter()
+            .map(|(lane, subscription)| {
+                tokio::spawn(receive(
+                    lane,
+                    subscription,
+                    Arc::new(Semaphore::new(slots)),
+                    arrivals.clone(),
+                    stop_receiving.clone(),
+                ))
+            })
+            .collect();
+        drop(arrivals);
         let mut attempts = JoinSet::new();
         let mut tenants_of = HashMap::new();
         tracing::info!(
             concurrency = slots,
             tenant_share = share,
             topic = %shared.topics.jobs(),
+            backlog = %shared.topics.backlog(),
             "Worker pool started."
         );
         loop {
             while let Some((tenant, received)) = queue.next() {
                 let shared = shared.clone();
-                let Received { delivery, job, .. } = received;
+                let Received {
+                    lane,
+                    delivery,
+                    job,
+                    ..
+                } = received;
                 let started = attempts.spawn(async move {
-                    attempt::process(&shared, delivery, job).await;
+                    attempt::process(&shared, lane, delivery, job).await;
                 });
                 tenants_of.insert(started.id(), tenant);
             }
@@ -134,7 +156,7 @@ impl WorkerPool {
             }
         }
         stop_receiving.cancel();
-        let subscription = receiver.await.ok();
+        let subscriptions = futures_util::future::join_all(receivers).await;
         // Received and not started: handed back (dropped unsettled) for another worker.
         drop(arrived);
         let handed_back = queue.waiting();
@@ -155,7 +177,7 @@ impl WorkerPool {
         // Left only now: a broker may hand a departed consumer's unsettled messages to another
         // (RabbitMQ requeues them when the channel closes), which would run the draining attempts
         // a second time.
-        drop(subscription);
+        drop(subscriptions);
         watcher.abort();
         tracing::info!("Worker pool stopped.");
         Ok(())
@@ -164,15 +186,17 @@ impl WorkerPool {
 
 /// A delivery received and not started yet, holding one of the places ahead of the slots.
 struct Received {
+    lane: Lane,
     tenant: String,
     delivery: Delivery,
     job: Result<Job, CommandError>,
     _place: OwnedSemaphorePermit,
 }
 
-/// Receives deliveries while a place is free, decodes whose they are, and hands them to the pool,
-/// until `stop`; then gives the subscription back, still open.
+/// Receives deliveries from `lane` while a place is free, decodes whose they are, and hands them
+/// to the pool, until `stop`; then gives the subscription back, still open.
 async fn receive(
+    lane: Lane,
     mut subscription: Box<dyn Subscription>,
     places: Arc<Semaphore>,
     arrivals: mpsc::Sender<Received>,
@@ -213,6 +237,7 @@ async fn receive(
                 .map(|job| job.tenant.clone())
                 .unwrap_or_default();
             let received = Received {
+                lane,
                 tenant,
                 delivery,
                 job,

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use conveyor_events::{Broker, BrokerError, Command, Delivery, Topics};
+use conveyor_events::{Broker, BrokerError, Command, Delivery, Lane, Topics};
 use conveyor_schemas::Job;
 use conveyor_store::{Change, Ledger, StoreError};
 use tokio_util::sync::CancellationToken;
@@ -29,10 +29,21 @@ impl Recorder {
         }
     }
 
+    /// Records from both lanes until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), BrokerError> {
+        let lanes = Lane::ALL.map(|lane| self.record_lane(lane, &shutdown));
+        futures_util::future::try_join_all(lanes).await?;
+        Ok(())
+    }
+
+    async fn record_lane(
+        &self,
+        lane: Lane,
+        shutdown: &CancellationToken,
+    ) -> Result<(), BrokerError> {
         let mut subscription = self
             .broker
-            .subscribe(&self.topics.jobs(), Topics::RECORDER)
+            .subscribe(&self.topics.lane(lane), Topics::RECORDER)
             .await?;
         loop {
             let received = tokio::select! {

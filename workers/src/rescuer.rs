@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use conveyor_events::{Broker, Topics};
+use conveyor_events::{Broker, Lane, Topics};
 use conveyor_schemas::lifecycle::{Event, Kept};
 use conveyor_store::{Change, Ledger, StoreError};
 use tokio_util::sync::CancellationToken;
@@ -137,7 +137,8 @@ impl Rescuer {
                 metrics::RESCUED
                     .with_label_values(&[&rescued.job_type])
                     .inc();
-                follow_up(&*self.broker, &self.topics, &rescued).await?;
+                // On the jobs lane, whichever it came by: it has waited once already.
+                follow_up(&*self.broker, &self.topics, Lane::Jobs, &rescued).await?;
             }
             // The store missed the outcome (its write failed after the cache took it): it gets it
             // now.

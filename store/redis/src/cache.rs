@@ -157,14 +157,20 @@ impl Cache for RedisCache {
             .map_err(failed("release an idempotency key"))
     }
 
-    async fn admit_in_flight(&self, tenant: &str, job: Uuid, max: u32) -> Result<bool, StoreError> {
-        ADMIT
+    async fn admit_in_flight(
+        &self,
+        tenant: &str,
+        job: Uuid,
+        max: u32,
+    ) -> Result<Option<u32>, StoreError> {
+        let counted: i64 = ADMIT
             .key(self.keys.in_flight(tenant))
             .arg(job.to_string())
             .arg(max)
             .invoke_async(&mut self.commands.clone())
             .await
-            .map_err(failed("count an unfinished job"))
+            .map_err(failed("count an unfinished job"))?;
+        Ok(u32::try_from(counted).ok().filter(|&counted| counted > 0))
     }
 
     async fn release_in_flight(&self, tenant: &str, job: Uuid) -> Result<(), StoreError> {

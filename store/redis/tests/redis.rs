@@ -492,15 +492,28 @@ on_every_cache!(
 
 async fn unfinished_jobs_count_up_to_the_quota_and_leave_when_terminal([a, b]: Replicas) {
     let (first, second) = (job(JobStatus::Queued, 1), job(JobStatus::Queued, 1));
-    assert!(a.admit_in_flight("acme", first.id, 2).await.unwrap());
-    assert!(b.admit_in_flight("acme", second.id, 2).await.unwrap());
+    assert_eq!(
+        a.admit_in_flight("acme", first.id, 2).await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        b.admit_in_flight("acme", second.id, 2).await.unwrap(),
+        Some(2)
+    );
     // Counted once, however often it is admitted.
-    assert!(a.admit_in_flight("acme", first.id, 2).await.unwrap());
-    assert!(!b.admit_in_flight("acme", Uuid::now_v7(), 2).await.unwrap());
-    assert!(
+    assert_eq!(
+        a.admit_in_flight("acme", first.id, 2).await.unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        b.admit_in_flight("acme", Uuid::now_v7(), 2).await.unwrap(),
+        None
+    );
+    assert_eq!(
         a.admit_in_flight("globex", Uuid::now_v7(), 2)
             .await
-            .unwrap()
+            .unwrap(),
+        Some(1)
     );
     assert_eq!(
         b.oldest_in_flight("acme", 10).await.unwrap(),

@@ -130,17 +130,21 @@ impl Cache for MemoryCache {
         Ok(())
     }
 
-    async fn admit_in_flight(&self, tenant: &str, job: Uuid, max: u32) -> Result<bool, StoreError> {
+    async fn admit_in_flight(
+        &self,
+        tenant: &str,
+        job: Uuid,
+        max: u32,
+    ) -> Result<Option<u32>, StoreError> {
         let mut in_flight = self.in_flight.lock().expect("no panic holds the lock");
         let jobs = in_flight.entry(tenant.to_owned()).or_default();
-        if jobs.contains(&job) {
-            return Ok(true);
+        if !jobs.contains(&job) {
+            if jobs.len() >= max as usize {
+                return Ok(None);
+            }
+            jobs.insert(job);
         }
-        if jobs.len() >= max as usize {
-            return Ok(false);
-        }
-        jobs.insert(job);
-        Ok(true)
+        Ok(Some(u32::try_from(jobs.len()).unwrap_or(u32::MAX)))
     }
 
     async fn release_in_flight(&self, tenant: &str, job: Uuid) -> Result<(), StoreError> {

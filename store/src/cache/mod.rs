@@ -65,9 +65,15 @@ pub trait Cache: Send + Sync + 'static {
     async fn release_idempotency_key(&self, tenant: &str, key: &str) -> Result<(), StoreError>;
 
     /// Counts `job` among `tenant`'s unfinished jobs if fewer than `max` are counted (or it is
-    /// counted already). A job stops being counted when a terminal snapshot of it is kept
+    /// counted already), and returns how many are counted now, `job` among them; `None` when it
+    /// is refused. A job stops being counted when a terminal snapshot of it is kept
     /// ([`Cache::put_job`]) or it is released.
-    async fn admit_in_flight(&self, tenant: &str, job: Uuid, max: u32) -> Result<bool, StoreError>;
+    async fn admit_in_flight(
+        &self,
+        tenant: &str,
+        job: Uuid,
+        max: u32,
+    ) -> Result<Option<u32>, StoreError>;
 
     /// Stops counting `job`: it was never accepted, or it turned out to be finished.
     async fn release_in_flight(&self, tenant: &str, job: Uuid) -> Result<(), StoreError>;

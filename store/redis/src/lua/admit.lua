@@ -2,11 +2,11 @@
 --
 -- KEYS: the tenant's in-flight set.
 -- ARGV: the job's id, the most jobs counted at once.
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  return 1
+-- Returns how many are counted, the job among them, or 0 when it is refused.
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+    return 0
+  end
+  redis.call('ZADD', KEYS[1], 0, ARGV[1])
 end
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
-  return 0
-end
-redis.call('ZADD', KEYS[1], 0, ARGV[1])
-return 1
+return redis.call('ZCARD', KEYS[1])
