@@ -10,7 +10,8 @@ cargo build --quiet --release -p conveyor -p conveyor-bench
 conveyor="${CONVEYOR_BIN:-$CARGO_TARGET_DIR/release/conveyor}"
 # The benchmark measures the system, not the per-tenant limits (its load is one tenant's).
 export CONVEYOR_RATE_LIMIT="${CONVEYOR_RATE_LIMIT:-0}" CONVEYOR_READ_RATE_LIMIT="${CONVEYOR_READ_RATE_LIMIT:-0}" \
-    CONVEYOR_MAX_INFLIGHT="${CONVEYOR_MAX_INFLIGHT:-0}"
+    CONVEYOR_MAX_INFLIGHT="${CONVEYOR_MAX_INFLIGHT:-0}" \
+    CONVEYOR_TENANT_BACKLOG_AFTER="${CONVEYOR_TENANT_BACKLOG_AFTER:-0}"
 data="$(mktemp -d)"
 port="${BENCH_PORT:-18090}"
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$data"' EXIT

@@ -24,7 +24,8 @@ export CONVEYOR_BROKER_URL="$broker" CONVEYOR_JWT_SECRET=bench CONVEYOR_LOG=warn
     CONVEYOR_KAFKA_PARTITIONS=4
 # The benchmark measures the system, not the per-tenant limits (its load is one tenant's).
 export CONVEYOR_RATE_LIMIT="${CONVEYOR_RATE_LIMIT:-0}" CONVEYOR_READ_RATE_LIMIT="${CONVEYOR_READ_RATE_LIMIT:-0}" \
-    CONVEYOR_MAX_INFLIGHT="${CONVEYOR_MAX_INFLIGHT:-0}"
+    CONVEYOR_MAX_INFLIGHT="${CONVEYOR_MAX_INFLIGHT:-0}" \
+    CONVEYOR_TENANT_BACKLOG_AFTER="${CONVEYOR_TENANT_BACKLOG_AFTER:-0}"
 logs="$(mktemp -d)"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; psql -q -h 127.0.0.1 -U postgres -d test -c "DROP SCHEMA $ns CASCADE" >/dev/null 2>&1 || true' EXIT
