@@ -334,18 +334,14 @@ fn start_workers(
         rescuer.run(shutdown).await;
         Ok(())
     });
-    if args.job_retention_hours > 0 {
-        let pruner = Pruner::new(
-            backends.ledger.clone(),
-            Duration::from_secs(args.job_retention_hours * 60 * 60),
-            PRUNE_EVERY,
-        );
-        let shutdown = running.shutdown.clone();
-        running.tasks.spawn(async move {
-            pruner.run(shutdown).await;
-            Ok(())
-        });
-    }
+    let retention = (args.job_retention_hours > 0)
+        .then(|| Duration::from_secs(args.job_retention_hours * 60 * 60));
+    let pruner = Pruner::new(backends.ledger.clone(), retention, PRUNE_EVERY);
+    let shutdown = running.shutdown.clone();
+    running.tasks.spawn(async move {
+        pruner.run(shutdown).await;
+        Ok(())
+    });
     let shutdown = running.shutdown.clone();
     running.tasks.spawn(async move {
         recorder

@@ -1,5 +1,5 @@
 //! Schema migrations, run by `conveyor migrate` (and at the start of `conveyor dev`). Each one
-//! works on PostgreSQL and SQLite alike.
+//! works on PostgreSQL and SQLite alike, but for partitioning, which is PostgreSQL's alone.
 
 pub use sea_orm_migration::prelude::*;
 
@@ -7,6 +7,7 @@ mod m20261124_000001_create_jobs;
 mod m20261124_000002_create_broker_messages;
 mod m20261124_000003_create_scheduled_messages;
 mod m20261203_000001_index_running_jobs;
+mod m20261204_000001_partition_jobs;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000002_create_broker_messages::Migration),
             Box::new(m20261124_000003_create_scheduled_messages::Migration),
             Box::new(m20261203_000001_index_running_jobs::Migration),
+            Box::new(m20261204_000001_partition_jobs::Migration),
         ]
     }
 }

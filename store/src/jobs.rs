@@ -21,11 +21,18 @@ const WRITE_BATCH: usize = 512;
 /// parameters.
 const ROWS_PER_STATEMENT: usize = 256;
 
+/// The states a job ends in.
+pub(crate) const TERMINAL: [JobStatus; 3] = [
+    JobStatus::Succeeded,
+    JobStatus::Failed,
+    JobStatus::Cancelled,
+];
+
 /// Jobs in the database: written in group commits, read from the replica when there is one.
 #[derive(Clone)]
 pub struct JobStore {
     writes: Batcher<Job>,
-    db: Database,
+    pub(crate) db: Database,
 }
 
 /// A page of `GET /v1/jobs`: newest first, strictly older than `before`.
@@ -139,12 +146,7 @@ impl JobStore {
         cutoff: DateTime<Utc>,
         limit: u64,
     ) -> Result<u64, StoreError> {
-        let terminal = [
-            JobStatus::Succeeded,
-            JobStatus::Failed,
-            JobStatus::Cancelled,
-        ]
-        .map(JobStatus::as_str);
+        let terminal = TERMINAL.map(JobStatus::as_str);
         let oldest = jobs::Entity::find()
             .select_only()
             .column(jobs::Column::Id)

@@ -10,6 +10,7 @@ mod jobs;
 mod journal;
 mod ledger;
 mod limits;
+mod partitions;
 mod schedule;
 mod watchers;
 

@@ -146,6 +146,83 @@ async fn pruning_deletes_jobs_that_ended_before_the_cutoff_oldest_first_in_bound
     }
 }
 
+/// The names of the jobs table's partitions, sorted.
+async fn partitions(database: &Database) -> Vec<String> {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    let rows = database
+        .write
+        .query_all(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'jobs'::regclass ORDER BY 1",
+        ))
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|row| row.try_get::<String>("", "name").unwrap())
+        .collect()
+}
+
+/// A UUIDv7 made at `at`.
+fn id_made_at(at: chrono::DateTime<Utc>) -> Uuid {
+    let at = uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        at.timestamp() as u64,
+        at.timestamp_subsec_nanos(),
+    );
+    Uuid::new_v7(at)
+}
+
+/// PostgreSQL keeps a partition per day, made a week ahead; a day whose jobs all ended before the
+/// cutoff is dropped whole, and one with a job unfinished (or ended after it) stays. (The cutoff
+/// lies ten days ahead here, standing for a retention period that has passed.)
+#[tokio::test]
+async fn postgres_drops_a_days_partition_once_all_its_jobs_ended_before_the_cutoff() {
+    let db = postgres().await;
+    let database = db.database.clone();
+    let store = JobStore::new(db.database);
+    let today = Utc::now().date_naive();
+    assert_eq!(
+        partitions(&database).await,
+        ["jobs_before_partitions", "jobs_default"],
+        "the migration partitions the table"
+    );
+    // Today is the migration's own partition's; the seven days after it get one each.
+    assert_eq!(store.make_day_partitions(today).await.unwrap(), 7);
+    assert_eq!(store.make_day_partitions(today).await.unwrap(), 0);
+    let tomorrow = today.succ_opt().unwrap();
+    let days = partitions(&database).await;
+    assert_eq!(days.len(), 9);
+    let tomorrows = format!("jobs_p{}", tomorrow.format("%Y%m%d"));
+    assert!(days.contains(&tomorrows), "{days:?}");
+
+    let ended_today = job(JobStatus::Succeeded, 2);
+    let noon_tomorrow = tomorrow.and_hms_opt(12, 0, 0).unwrap().and_utc();
+    let ended_tomorrow = Job {
+        id: id_made_at(noon_tomorrow),
+        ..job(JobStatus::Failed, 2)
+    };
+    let running_tomorrow = Job {
+        id: id_made_at(noon_tomorrow + chrono::Duration::minutes(1)),
+        ..job(JobStatus::Running, 2)
+    };
+    for job in [&ended_today, &ended_tomorrow, &running_tomorrow] {
+        store.write(job.clone()).await.unwrap();
+    }
+    let cutoff = Utc::now() + chrono::Duration::days(10);
+    // Today's job and the seven empty days after tomorrow's go; tomorrow's stays for its running job.
+    assert_eq!(store.drop_ended_partitions(cutoff).await.unwrap(), 1);
+    assert_eq!(
+        partitions(&database).await,
+        ["jobs_default", tomorrows.as_str()]
+    );
+    assert!(store.get(ended_today.id).await.unwrap().is_none());
+    assert!(store.get(running_tomorrow.id).await.unwrap().is_some());
+    // Its ended job goes row by row.
+    assert_eq!(store.prune_finished(cutoff, 10).await.unwrap(), 1);
+    assert!(store.get(ended_tomorrow.id).await.unwrap().is_none());
+}
+
 async fn a_terminal_job_in_the_store_is_final(db: TestDb) {
     let database = db.database;
     let store = JobStore::new(database);

@@ -1,5 +1,6 @@
 //! Retention: jobs that ended longer ago than the retention period are deleted from the store, by
-//! one process of the deployment at a time, in bounded batches.
+//! one process of the deployment at a time: on PostgreSQL a day's partition at once where all its
+//! jobs are that old (the pruner also makes the days ahead), else in bounded batches.
 
 use std::time::Duration;
 
@@ -21,14 +22,15 @@ const PRUNER: Uuid = Uuid::from_u128(0x0c0e_7e70_0000_4000_8000_7072_756e_6572);
 
 pub struct Pruner {
     ledger: Ledger,
-    retention: Duration,
+    /// `None`: jobs are kept for good, and only partitions are made.
+    retention: Option<Duration>,
     every: Duration,
     duty: Duty,
 }
 
 impl Pruner {
     /// Deletes, every `every`, the jobs that ended more than `retention` ago.
-    pub fn new(ledger: Ledger, retention: Duration, every: Duration) -> Pruner {
+    pub fn new(ledger: Ledger, retention: Option<Duration>, every: Duration) -> Pruner {
         let duty = Duty::new(ledger.cache().clone(), "pruner", PRUNER);
         Pruner {
             ledger,
@@ -55,12 +57,20 @@ impl Pruner {
         self.duty.give_up().await;
     }
 
-    /// Deletes batch after batch until none is left that ended before the cutoff.
+    /// Makes the days ahead, drops the days that ended before the cutoff, then deletes batch after
+    /// batch until no job is left that ended before it.
     async fn round(&self) -> Result<(), StoreError> {
-        let cutoff = Utc::now() - chrono::Duration::from_std(self.retention).unwrap_or_default();
-        let mut total = 0;
+        let store = self.ledger.store();
+        let now = Utc::now();
+        store.make_day_partitions(now.date_naive()).await?;
+        let Some(retention) = self.retention else {
+            return Ok(());
+        };
+        let cutoff = now - chrono::Duration::from_std(retention).unwrap_or_default();
+        let mut total = store.drop_ended_partitions(cutoff).await?;
+        metrics::PRUNED.inc_by(total);
         loop {
-            let deleted = self.ledger.store().prune_finished(cutoff, BATCH).await?;
+            let deleted = store.prune_finished(cutoff, BATCH).await?;
             metrics::PRUNED.inc_by(deleted);
             total += deleted;
             if deleted < BATCH {

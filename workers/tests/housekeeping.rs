@@ -145,7 +145,7 @@ async fn jobs_that_ended_before_the_retention_period_are_pruned_and_the_rest_kep
     let pruning = tokio::spawn(
         Pruner::new(
             ledger.clone(),
-            Duration::from_secs(60 * 60),
+            Some(Duration::from_secs(60 * 60)),
             Duration::from_millis(50),
         )
         .run(shutdown.clone()),
