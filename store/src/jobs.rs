@@ -21,12 +21,19 @@ const WRITE_BATCH: usize = 512;
 /// parameters.
 const ROWS_PER_STATEMENT: usize = 256;
 
-/// The states a job ends in.
-pub(crate) const TERMINAL: [JobStatus; 3] = [
-    JobStatus::Succeeded,
-    JobStatus::Failed,
-    JobStatus::Cancelled,
-];
+/// The states a job ends in, as the database spells them.
+fn terminal_statuses() -> impl Iterator<Item = &'static str> {
+    JobStatus::ALL
+        .into_iter()
+        .filter(|status| status.is_terminal())
+        .map(JobStatus::as_str)
+}
+
+/// The terminal states as an SQL list, for `status NOT IN (…)`.
+pub(crate) fn terminal_statuses_sql() -> String {
+    let quoted: Vec<String> = terminal_statuses().map(|s| format!("'{s}'")).collect();
+    quoted.join(", ")
+}
 
 /// Jobs in the database: written in group commits, read from the replica when there is one.
 #[derive(Clone)]
@@ -146,11 +153,10 @@ impl JobStore {
         cutoff: DateTime<Utc>,
         limit: u64,
     ) -> Result<u64, StoreError> {
-        let terminal = TERMINAL.map(JobStatus::as_str);
         let oldest = jobs::Entity::find()
             .select_only()
             .column(jobs::Column::Id)
-            .filter(jobs::Column::Status.is_in(terminal))
+            .filter(jobs::Column::Status.is_in(terminal_statuses()))
             .filter(jobs::Column::UpdatedAt.lt(cutoff))
             .order_by_asc(jobs::Column::UpdatedAt)
             .limit(limit)
@@ -267,14 +273,9 @@ async fn upsert(
 /// The conflict clause of every job upsert: a row takes a snapshot only if it is newer and the row
 /// is not terminal yet. Built once, not for every group commit.
 fn newest_wins() -> OnConflict {
-    let terminal: Vec<String> = JobStatus::ALL
-        .iter()
-        .filter(|status| status.is_terminal())
-        .map(|status| format!("'{}'", status.as_str()))
-        .collect();
     let guard = format!(
         "excluded.version > jobs.version AND jobs.status NOT IN ({})",
-        terminal.join(", ")
+        terminal_statuses_sql()
     );
     OnConflict::column(jobs::Column::Id)
         .update_columns([

@@ -8,7 +8,7 @@ use chrono::{DateTime, Days, NaiveDate, Utc};
 use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
 use uuid::Uuid;
 
-use crate::jobs::TERMINAL;
+use crate::jobs::terminal_statuses_sql;
 use crate::{DatabaseKind, JobStore, StoreError};
 
 /// Days made ahead of today, so that a pruner that is away for a while leaves no job without its
@@ -117,23 +117,21 @@ impl JobStore {
         name: &str,
         cutoff: DateTime<Utc>,
     ) -> Result<Option<u64>, StoreError> {
-        let count = format!("SELECT count(*) AS n FROM {name}");
-        let jobs = self.count(&self.db.write, &count).await?;
+        let all = format!("SELECT count(*) AS n FROM {name}");
+        let jobs = count(&self.db.write, &all).await?;
         let transaction = self.db.write.begin().await?;
         transaction
             .execute_unprepared(&format!(
                 "SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'; LOCK TABLE jobs, {name} IN ACCESS EXCLUSIVE MODE"
             ))
             .await?;
-        let terminal = TERMINAL
-            .map(|status| format!("'{}'", status.as_str()))
-            .join(", ");
         let live = format!(
-            "SELECT count(*) AS n FROM (SELECT 1 FROM {name} WHERE status NOT IN ({terminal}) \
+            "SELECT count(*) AS n FROM (SELECT 1 FROM {name} WHERE status NOT IN ({}) \
              OR updated_at >= '{}' LIMIT 1) AS live",
+            terminal_statuses_sql(),
             cutoff.to_rfc3339()
         );
-        if self.count(&transaction, &live).await? > 0 {
+        if count(&transaction, &live).await? > 0 {
             return Ok(None);
         }
         transaction
@@ -141,17 +139,6 @@ impl JobStore {
             .await?;
         transaction.commit().await?;
         Ok(Some(jobs))
-    }
-
-    async fn count(&self, on: &impl ConnectionTrait, sql: &str) -> Result<u64, StoreError> {
-        let row = on
-            .query_one(Statement::from_string(DbBackend::Postgres, sql))
-            .await?;
-        let n: i64 = row
-            .map(|row| row.try_get("", "n"))
-            .transpose()?
-            .unwrap_or(0);
-        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn partitions(&self) -> Result<Vec<Partition>, StoreError> {
@@ -175,6 +162,18 @@ impl JobStore {
             })
             .collect()
     }
+}
+
+/// The `n` that the query `sql` answers.
+async fn count(on: &impl ConnectionTrait, sql: &str) -> Result<u64, StoreError> {
+    let row = on
+        .query_one(Statement::from_string(DbBackend::Postgres, sql))
+        .await?;
+    let n: i64 = row
+        .map(|row| row.try_get("", "n"))
+        .transpose()?
+        .unwrap_or(0);
+    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 #[cfg(test)]
