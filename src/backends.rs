@@ -10,9 +10,10 @@ use conveyor_api::JwksError;
 use conveyor_events::{Broker, BrokerError, BrokerKind, MemoryBroker, Scheduled, Topics, Topology};
 use conveyor_kafka::{KafkaBroker, KafkaSettings};
 use conveyor_redis::RedisCache;
+use conveyor_schemas::Backoff;
 use conveyor_store::{
-    Cache, CacheKind, Database, JobStore, Ledger, MemoryCache, MemoryRateLimiter, RateLimiter,
-    SqlJournal, SqlSchedule, StoreError,
+    Cache, CacheKind, Database, JobStore, JobTypeStore, Ledger, LiveCatalog, MemoryCache,
+    MemoryRateLimiter, RateLimiter, SqlJournal, SqlSchedule, StoreError,
 };
 
 use crate::config::{AmqpQueueType, BackendArgs};
@@ -26,6 +27,10 @@ pub struct Backends {
     pub broker: Arc<dyn Broker>,
     pub ledger: Ledger,
     pub database: Database,
+    /// The job types, as the store has them (refreshed by [`LiveCatalog::follow`]).
+    pub catalog: Arc<LiveCatalog>,
+    /// Between attempts of jobs whose type names no backoff (`CONVEYOR_RETRY_*`).
+    pub backoff: Backoff,
     pub topics: Topics,
     /// Rate limits: in-process, or shared through Redis when that is the cache.
     pub rate_limiter: Arc<dyn RateLimiter>,
@@ -86,6 +91,11 @@ impl Backends {
             Ok::<_, StoreError>(database)
         })
         .await?;
+        let catalog = job_types(args, &database).await?;
+        let backoff = Backoff {
+            base: Duration::from_millis(args.retry_base_ms),
+            max: Duration::from_millis(args.retry_max_ms),
+        };
         let topics = Topics::new(args.topic_prefix.clone());
         let topology = Topology::conveyor(&topics);
         let (cache, rate_limiter): (Arc<dyn Cache>, Arc<dyn RateLimiter>) = match &cache_kind {
@@ -111,6 +121,8 @@ impl Backends {
                     broker: Arc::new(broker),
                     ledger,
                     database,
+                    catalog,
+                    backoff,
                     topics,
                     rate_limiter,
                     schedule: None,
@@ -144,6 +156,8 @@ impl Backends {
             broker: Arc::new(scheduled.clone()),
             ledger,
             database,
+            catalog,
+            backoff,
             topics,
             rate_limiter,
             schedule: Some(scheduled),
@@ -165,6 +179,24 @@ impl Backends {
             .await
             .context("Failed to flush job writes")
     }
+}
+
+/// The job types file's types registered, then the catalog of every type the store holds.
+async fn job_types(args: &BackendArgs, database: &Database) -> anyhow::Result<Arc<LiveCatalog>> {
+    let store = JobTypeStore::new(database.clone());
+    if let Some(path) = &args.job_types_file {
+        let types = crate::job_types_file::read(path)?;
+        for info in &types {
+            store
+                .put(info)
+                .await
+                .with_context(|| format!("Failed to register job type `{}`", info.name))?;
+        }
+        tracing::info!(types = types.len(), file = %path.display(), "Job types registered from CONVEYOR_JOB_TYPES_FILE.");
+    }
+    LiveCatalog::load(store)
+        .await
+        .context("Failed to read the registered job types")
 }
 
 /// Errors worth waiting out (a dependency that is down or starting) rather than giving up on.

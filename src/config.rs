@@ -98,6 +98,17 @@ pub struct BackendArgs {
     /// README); api and worker processes read it.
     #[arg(long, env = "CONVEYOR_TENANTS_FILE")]
     pub tenants_file: Option<std::path::PathBuf>,
+    /// A TOML file of job types (`[job_types.<name>]` tables, as `PUT /v1/job-types/{name}` takes
+    /// them), registered at start.
+    #[arg(long, env = "CONVEYOR_JOB_TYPES_FILE")]
+    pub job_types_file: Option<std::path::PathBuf>,
+    /// First retry delay, in milliseconds; doubles each attempt, with jitter. For jobs of types
+    /// that name no backoff, run by Conveyor's workers or by HTTP workers.
+    #[arg(long, env = "CONVEYOR_RETRY_BASE_MS", default_value_t = 100)]
+    pub retry_base_ms: u64,
+    /// Longest retry delay, in milliseconds.
+    #[arg(long, env = "CONVEYOR_RETRY_MAX_MS", default_value_t = 30_000)]
+    pub retry_max_ms: u64,
     /// Cache: memory:// or redis://host:6379.
     #[arg(long, env = "CONVEYOR_CACHE_URL", default_value = "memory://")]
     pub cache_url: String,
@@ -228,12 +239,6 @@ pub struct WorkerPoolArgs {
     /// Time limit of an attempt whose job sets no timeout_ms, in milliseconds.
     #[arg(long, env = "CONVEYOR_JOB_TIMEOUT_MS", default_value_t = 60_000)]
     pub job_timeout_ms: u64,
-    /// First retry delay, in milliseconds; doubles each attempt, with jitter.
-    #[arg(long, env = "CONVEYOR_RETRY_BASE_MS", default_value_t = 100)]
-    pub retry_base_ms: u64,
-    /// Longest retry delay, in milliseconds.
-    #[arg(long, env = "CONVEYOR_RETRY_MAX_MS", default_value_t = 30_000)]
-    pub retry_max_ms: u64,
     /// How long a shutdown waits for running attempts, in seconds.
     #[arg(long, env = "CONVEYOR_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,

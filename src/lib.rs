@@ -3,6 +3,7 @@
 
 mod backends;
 pub mod config;
+mod job_types_file;
 pub mod token;
 
 use std::time::Duration;
@@ -12,9 +13,8 @@ use conveyor_api::{
     Api, ApiDependencies, ApiHandle, ApiSettings, AuthSettings, Authenticator, DefaultLimits,
     InputLimits, JwksSettings, Policies, Secret,
 };
-use conveyor_schemas::JobTypeCatalog;
 use conveyor_store::redact;
-use conveyor_workers::{Backoff, Pruner, Recorder, Registry, Rescuer, WorkerPool, WorkerSettings};
+use conveyor_workers::{Pruner, Recorder, Registry, Rescuer, WorkerPool, WorkerSettings};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -99,6 +99,7 @@ pub async fn start(command: Command) -> anyhow::Result<Running> {
             let tenants = tenants_file(&args.backends)?;
             let backends =
                 Backends::connect(&args.backends, Role::Both, prefetch(&args.workers)).await?;
+            follow_job_types(&mut running, &backends);
             let secret = args
                 .http
                 .jwt_secret
@@ -125,6 +126,7 @@ pub async fn start(command: Command) -> anyhow::Result<Running> {
             let tenants = tenants_file(&args.backends)?;
             // The API only publishes; it holds no deliveries.
             let backends = Backends::connect(&args.backends, Role::ApiOnly, 1).await?;
+            follow_job_types(&mut running, &backends);
             start_api(
                 &mut running,
                 &backends,
@@ -140,6 +142,7 @@ pub async fn start(command: Command) -> anyhow::Result<Running> {
             let backends =
                 Backends::connect(&args.backends, Role::WorkerOnly, prefetch(&args.workers))
                     .await?;
+            follow_job_types(&mut running, &backends);
             start_workers(&mut running, &backends, &args.workers, &tenants)?;
             if let Some(listen) = &args.metrics_listen {
                 start_operations(&mut running, &backends, listen)?;
@@ -199,6 +202,7 @@ async fn start_api(
             max_body_bytes: http.max_body_bytes,
             max_wait: Duration::from_secs(http.max_wait_secs),
             default_max_attempts: http.default_max_attempts,
+            backoff: backends.backoff,
             topics: backends.topics.clone(),
             backlog_after: (http.limits.tenant_backlog_after > 0)
                 .then_some(http.limits.tenant_backlog_after),
@@ -242,11 +246,7 @@ fn policies(args: &LimitArgs, tenants: &str) -> anyhow::Result<Policies> {
         read_burst: args.read_rate_burst,
         max_in_flight: args.max_inflight,
     };
-    Ok(Policies::with_overrides(
-        defaults,
-        tenants,
-        &JobTypeCatalog::built_in(),
-    )?)
+    Ok(Policies::with_overrides(defaults, tenants)?)
 }
 
 fn dependencies(backends: &Backends) -> ApiDependencies {
@@ -254,8 +254,19 @@ fn dependencies(backends: &Backends) -> ApiDependencies {
         broker: backends.broker.clone(),
         ledger: backends.ledger.clone(),
         database: backends.database.clone(),
+        catalog: backends.catalog.clone(),
         rate_limiter: backends.rate_limiter.clone(),
     }
+}
+
+/// Keeps the process's job types as the store has them, so that a type changed through any api
+/// replica is seen here within a second.
+fn follow_job_types(running: &mut Running, backends: &Backends) {
+    let (catalog, shutdown) = (backends.catalog.clone(), running.shutdown.clone());
+    running.tasks.spawn(async move {
+        catalog.follow(shutdown).await;
+        Ok(())
+    });
 }
 
 /// A worker's `/healthz`, `/readyz` and `/metrics`.
@@ -288,12 +299,7 @@ fn start_workers(
     tenants: &str,
 ) -> anyhow::Result<()> {
     // Only the weights matter here; the limits are the api's.
-    let tenant_weights = Policies::with_overrides(
-        DefaultLimits::default(),
-        tenants,
-        &JobTypeCatalog::built_in(),
-    )?
-    .weights();
+    let tenant_weights = Policies::with_overrides(DefaultLimits::default(), tenants)?.weights();
     if let Some(schedule) = backends.schedule.clone() {
         let shutdown = running.shutdown.clone();
         running.tasks.spawn(async move {
@@ -305,16 +311,14 @@ fn start_workers(
         backends.broker.clone(),
         backends.ledger.clone(),
         Registry::built_in(),
+        backends.catalog.clone(),
         backends.topics.clone(),
         WorkerSettings {
             concurrency: args.concurrency as usize,
             tenant_share_percent: args.tenant_slot_share,
             tenant_weights,
             default_timeout: Duration::from_millis(args.job_timeout_ms),
-            backoff: Backoff {
-                base: Duration::from_millis(args.retry_base_ms),
-                max: Duration::from_millis(args.retry_max_ms),
-            },
+            backoff: backends.backoff,
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         },
     );

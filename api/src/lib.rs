@@ -2,6 +2,7 @@
 //! Business rules live in the services it calls; this crate is the only one that knows actix-web.
 
 mod auth;
+mod claims;
 mod gate;
 mod hang_up;
 mod input_limits;
@@ -13,6 +14,7 @@ mod routes;
 mod service;
 mod sse;
 mod tenants;
+mod type_registry;
 mod waits;
 
 use std::net::TcpListener;
@@ -24,8 +26,8 @@ use actix_web::error::JsonPayloadError;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use conveyor_events::{Broker, Topics};
-use conveyor_schemas::JobTypeCatalog;
-use conveyor_store::{Database, Ledger, RateLimiter};
+use conveyor_schemas::Backoff;
+use conveyor_store::{Database, Ledger, LiveCatalog, RateLimiter};
 
 pub use auth::{AuthSettings, Authenticator, JwksError, JwksSettings, Secret};
 pub use input_limits::InputLimits;
@@ -33,8 +35,10 @@ pub use openapi::ApiDoc;
 pub use problem::{ApiError, Problem};
 pub use tenants::{DefaultLimits, Policies, PolicyError};
 
+use crate::claims::ClaimService;
 use crate::readiness::Readiness;
 use crate::service::{JobService, JobServiceSettings};
+use crate::type_registry::TypeRegistry;
 use crate::waits::OpenWaits;
 
 #[derive(Debug, Clone)]
@@ -46,6 +50,8 @@ pub struct ApiSettings {
     /// Cap on `?wait=` long-polls.
     pub max_wait: Duration,
     pub default_max_attempts: u32,
+    /// Between attempts of a job whose HTTP worker failed it, when its type names no backoff.
+    pub backoff: Backoff,
     pub topics: Topics,
     /// A tenant's new jobs beyond this many unfinished take the backlog lane; `None`: never.
     pub backlog_after: Option<u32>,
@@ -66,6 +72,8 @@ pub struct ApiDependencies {
     pub broker: Arc<dyn Broker>,
     pub ledger: Ledger,
     pub database: Database,
+    /// The job types, following the store.
+    pub catalog: Arc<LiveCatalog>,
     /// Shared by the replicas when the cache is Redis.
     pub rate_limiter: Arc<dyn RateLimiter>,
 }
@@ -89,12 +97,25 @@ impl Api {
         let service = web::Data::new(JobService::new(
             dependencies.broker.clone(),
             dependencies.ledger.clone(),
-            Arc::new(JobTypeCatalog::built_in()),
+            dependencies.catalog.clone(),
             JobServiceSettings {
                 topics: settings.topics.clone(),
                 default_max_attempts: settings.default_max_attempts,
                 backlog_after: settings.backlog_after,
             },
+        ));
+        let registry = web::Data::new(TypeRegistry::new(
+            dependencies.catalog.clone(),
+            dependencies.ledger.clone(),
+            dependencies.broker.clone(),
+            settings.topics.clone(),
+        ));
+        let claims = web::Data::new(ClaimService::new(
+            dependencies.ledger.clone(),
+            dependencies.catalog.clone(),
+            dependencies.broker.clone(),
+            settings.topics.clone(),
+            settings.backoff,
         ));
         let readiness = web::Data::new(Readiness {
             broker: dependencies.broker,
@@ -117,6 +138,8 @@ impl Api {
                 .wrap(from_fn(metrics::observe))
                 .app_data(json_config(max_body, client_timeout))
                 .app_data(service.clone())
+                .app_data(registry.clone())
+                .app_data(claims.clone())
                 .app_data(readiness.clone())
                 .app_data(authenticator.clone())
                 .app_data(policies.clone())

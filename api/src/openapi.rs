@@ -9,7 +9,7 @@ use utoipa::openapi::schema::{Object, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{docs, health, job_types, jobs};
+use crate::routes::{claims, docs, health, job_types, jobs};
 
 /// The OpenAPI 3.1 document, generated from the routes and types themselves.
 #[derive(OpenApi)]
@@ -20,17 +20,26 @@ use crate::routes::{docs, health, job_types, jobs};
     ),
     paths(
         jobs::submit, jobs::list, jobs::get, jobs::cancel, jobs::events,
-        job_types::list, health::healthz, health::readyz, health::metrics,
+        claims::claim, claims::heartbeat, claims::complete, claims::fail,
+        job_types::list, job_types::get, job_types::put, job_types::delete,
+        health::healthz, health::readyz, health::metrics,
         docs::openapi_json, docs::reference,
     ),
     components(schemas(
         conveyor_schemas::Job, conveyor_schemas::JobStatus, conveyor_schemas::JobTypeInfo,
         conveyor_schemas::FieldError, crate::service::SubmitJob, crate::problem::Problem,
-        jobs::JobList, job_types::JobTypeList,
+        jobs::JobList, job_types::JobTypeList, conveyor_schemas::JobTypeSpec,
+        conveyor_schemas::JobMode, conveyor_schemas::BackoffSpec,
+        crate::type_registry::JobTypeRemoved, crate::claims::ClaimRequest,
+        crate::claims::ClaimedJobs, crate::claims::ClaimedJob, crate::claims::Lease,
+        crate::claims::HeartbeatRequest, crate::claims::HeartbeatAnswer,
+        crate::claims::CompleteRequest, crate::claims::FailRequest,
     )),
     modifiers(&BearerJwt, &ProblemResponses),
     tags(
         (name = "jobs", description = "Submit, read, follow, cancel and list jobs."),
+        (name = "job types", description = "The types jobs can have: built in, or registered by an operator."),
+        (name = "workers", description = "Run jobs of `pull` types from any language: claim under a lease, heartbeat, complete or fail."),
         (name = "operations", description = "Health, readiness and metrics."),
     )
 )]
@@ -43,7 +52,7 @@ impl Modify for BearerJwt {
         let description = format!(
             "A JWT with claims `sub`, `tenant`, `exp` and `scope` (space-separated scopes), signed \
              HS256 with the server's secret, or RS256, ES256 or EdDSA with the key of the \
-             server's JWKS that its `kid` names.\n\nScopes:\n\n{}- `admin`: every route above\n",
+             server's JWKS that its `kid` names.\n\nScopes:\n\n{}\n`admin` also opens every other route.\n",
             scope_table(openapi)
         );
         let components = openapi.components.get_or_insert_with(Default::default);

@@ -89,6 +89,16 @@ pub enum ApiError {
     TooManyLongPolls { max: usize },
     #[error("this tenant may not submit jobs of type `{0}`")]
     JobTypeNotAllowed(String),
+    #[error("there is no registered job type `{0}`")]
+    JobTypeNotFound(String),
+    #[error(
+        "job type `{0}` has unfinished jobs; wait for them, or remove it with ?force=true to fail them"
+    )]
+    JobTypeInUse(String),
+    #[error(
+        "this lease on the job is lost or old (it expired, or another worker holds the job now); nothing was changed"
+    )]
+    LeaseLost,
     #[error("{message}")]
     JsonTooComplex { field: String, message: String },
     #[error("the request headers are larger than the limit of {limit} bytes")]
@@ -198,6 +208,17 @@ impl ApiError {
                 "job_type_not_allowed",
                 "Job type not allowed",
             ),
+            JobTypeNotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "job_type_not_found",
+                "Job type not found",
+            ),
+            JobTypeInUse(_) => (
+                StatusCode::CONFLICT,
+                "job_type_in_use",
+                "Job type has unfinished jobs",
+            ),
+            LeaseLost => (StatusCode::CONFLICT, "lease_lost", "Lease lost"),
             JsonTooComplex { .. } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "json_too_complex",

@@ -8,8 +8,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use conveyor_events::{Broker, BrokerError, Command, Lane, Outgoing, Topics};
 use conveyor_schemas::lifecycle::{self, Event, Kept};
-use conveyor_schemas::{Job, JobStatus, JobTypeCatalog, PayloadRejected};
-use conveyor_store::{Change, IdempotencyClaim, JobPage, JobQuery, JobWatch, Ledger};
+use conveyor_schemas::{
+    Job, JobStatus, JobTypeCatalog, JobTypeInfo, MAX_ATTEMPTS_LIMIT, PayloadRejected,
+    TIMEOUT_MS_LIMIT,
+};
+use conveyor_store::{Change, IdempotencyClaim, JobPage, JobQuery, JobWatch, Ledger, LiveCatalog};
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::Value;
@@ -24,8 +27,6 @@ use crate::tenants::TenantLimits;
 
 /// How long a request that reuses an idempotency key waits for the first request's job.
 const IDEMPOTENT_WAIT: Duration = Duration::from_secs(5);
-const MAX_ATTEMPTS_LIMIT: u32 = 100;
-const TIMEOUT_MS_LIMIT: u64 = 24 * 60 * 60 * 1000;
 /// How far ahead `run_at` may be: a job held for longer is more likely a mistake (a time in
 /// milliseconds read as seconds) than a plan, and it would hold its payload and its quota place
 /// all that while.
@@ -46,12 +47,14 @@ pub struct SubmitJob {
     /// Must satisfy the type's payload schema. Defaults to `{}`.
     #[serde(default = "empty_object")]
     pub payload: Value,
-    /// Attempts before the job fails for good (1 to 100).
+    /// Attempts before the job fails for good (1 to 100); the type's default, else the
+    /// deployment's.
     #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
     /// Not before this time (RFC 3339), at most 365 days ahead; the job waits as `scheduled`.
     pub run_at: Option<DateTime<Utc>>,
-    /// Time limit of each attempt, in milliseconds (1 to 86,400,000).
+    /// Time limit of each attempt, in milliseconds (1 to 86,400,000); the type's default, else
+    /// the worker's.
     #[schema(minimum = 1, maximum = 86400000)]
     pub timeout_ms: Option<u64>,
 }
@@ -160,7 +163,7 @@ pub enum Cancelled {
 pub struct JobService {
     broker: Arc<dyn Broker>,
     ledger: Ledger,
-    catalog: Arc<JobTypeCatalog>,
+    catalog: Arc<LiveCatalog>,
     settings: JobServiceSettings,
 }
 
@@ -168,7 +171,7 @@ impl JobService {
     pub fn new(
         broker: Arc<dyn Broker>,
         ledger: Ledger,
-        catalog: Arc<JobTypeCatalog>,
+        catalog: Arc<LiveCatalog>,
         settings: JobServiceSettings,
     ) -> JobService {
         JobService {
@@ -179,8 +182,9 @@ impl JobService {
         }
     }
 
-    pub fn catalog(&self) -> &JobTypeCatalog {
-        &self.catalog
+    /// The job types as this process knows them now.
+    pub fn catalog(&self) -> Arc<JobTypeCatalog> {
+        self.catalog.current()
     }
 
     /// Accepts a job: `Created` only once the broker holds its command durably.
@@ -196,8 +200,12 @@ impl JobService {
         {
             return Err(ApiError::JobTypeNotAllowed(request.job_type));
         }
-        self.validate(&request)?;
-        let mut job = self.new_job(caller, request, idempotency_key);
+        let catalog = self.catalog();
+        self.validate(&catalog, &request)?;
+        let job_type = catalog
+            .get(&request.job_type)
+            .ok_or_else(|| ApiError::UnknownJobType(request.job_type.clone()))?;
+        let mut job = self.new_job(caller, job_type, request, idempotency_key);
         let mut claim = None;
         if let Some(key) = &job.idempotency_key {
             match self.claim_key(&job, key).await? {
@@ -300,7 +308,7 @@ impl JobService {
         Ok(())
     }
 
-    fn validate(&self, request: &SubmitJob) -> Result<(), ApiError> {
+    fn validate(&self, catalog: &JobTypeCatalog, request: &SubmitJob) -> Result<(), ApiError> {
         if let Some(max_attempts) = request.max_attempts
             && !(1..=MAX_ATTEMPTS_LIMIT).contains(&max_attempts)
         {
@@ -327,7 +335,7 @@ impl JobService {
                 ),
             });
         }
-        self.catalog
+        catalog
             .validate(&request.job_type, &request.payload)
             .map_err(|rejected| match rejected {
                 PayloadRejected::UnknownType(name) => ApiError::UnknownJobType(name),
@@ -337,7 +345,13 @@ impl JobService {
             })
     }
 
-    fn new_job(&self, caller: &Caller, request: SubmitJob, idempotency_key: Option<String>) -> Job {
+    fn new_job(
+        &self,
+        caller: &Caller,
+        job_type: &JobTypeInfo,
+        request: SubmitJob,
+        idempotency_key: Option<String>,
+    ) -> Job {
         let now = Utc::now();
         Job {
             id: Uuid::now_v7(),
@@ -349,6 +363,7 @@ impl JobService {
             attempts: 0,
             max_attempts: request
                 .max_attempts
+                .or(job_type.max_attempts)
                 .unwrap_or(self.settings.default_max_attempts),
             progress: None,
             created_at: now,
@@ -356,7 +371,7 @@ impl JobService {
             run_at: request.run_at,
             started_at: None,
             finished_at: None,
-            timeout_ms: request.timeout_ms,
+            timeout_ms: request.timeout_ms.or(job_type.timeout_ms),
             version: 1,
             tenant: caller.tenant.clone(),
             cancel_requested: false,

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use conveyor_schemas::JobTypeCatalog;
+use conveyor_schemas::valid_name;
 use conveyor_store::Rate;
 use serde::Deserialize;
 
@@ -75,11 +75,11 @@ pub struct PolicyError {
 
 impl Policies {
     /// `default` for every tenant, overridden per tenant by the TOML `file_text`
-    /// (`[tenants.<name>]` tables; see the README). Job types must exist in `catalog`.
+    /// (`[tenants.<name>]` tables; see the README). Job types are named as types are (they may be
+    /// registered after the file is read).
     pub fn with_overrides(
         default: DefaultLimits,
         file_text: &str,
-        catalog: &JobTypeCatalog,
     ) -> Result<Policies, PolicyError> {
         let file: TenantsFile = toml::from_str(file_text).map_err(|error| PolicyError {
             setting: "CONVEYOR_TENANTS_FILE".into(),
@@ -109,10 +109,10 @@ impl Policies {
             let job_types = match &entry.job_types {
                 None => None,
                 Some(types) => {
-                    if let Some(unknown) = types.iter().find(|t| !catalog.contains(t)) {
+                    if let Some(bad) = types.iter().find(|t| !valid_name(t)) {
                         return Err(PolicyError {
                             setting: setting("job_types", ""),
-                            problem: format!("there is no job type `{unknown}`"),
+                            problem: format!("`{bad}` is not a job type name"),
                         });
                     }
                     Some(types.iter().cloned().collect())
@@ -199,7 +199,7 @@ mod tests {
     use super::*;
 
     fn uniform(default: DefaultLimits) -> Result<Policies, PolicyError> {
-        Policies::with_overrides(default, "", &JobTypeCatalog::built_in())
+        Policies::with_overrides(default, "")
     }
 
     fn defaults() -> DefaultLimits {
@@ -234,8 +234,7 @@ mod tests {
             [tenants.globex]
             weight = 1
         "#;
-        let policies =
-            Policies::with_overrides(defaults(), file, &JobTypeCatalog::built_in()).unwrap();
+        let policies = Policies::with_overrides(defaults(), file).unwrap();
         let acme = policies.of("acme");
         assert_eq!(acme.submit, Rate::new(100.0, 20));
         assert_eq!(acme.max_in_flight, Some(5));
@@ -255,14 +254,16 @@ mod tests {
 
     #[test]
     fn settings_that_cannot_work_are_refused_by_name() {
-        let catalog = JobTypeCatalog::built_in();
         let error = |file: &str| {
-            Policies::with_overrides(defaults(), file, &catalog)
+            Policies::with_overrides(defaults(), file)
                 .unwrap_err()
                 .to_string()
         };
         assert!(error("[tenants.acme]\nrate_limit = -1").starts_with("tenants.acme.rate_limit:"));
-        assert!(error("[tenants.acme]\njob_types = [\"nope\"]").contains("no job type `nope`"));
+        assert!(
+            error("[tenants.acme]\njob_types = [\"No Way\"]")
+                .contains("`No Way` is not a job type name")
+        );
         assert!(error("[tenants.acme]\nrate_limt = 1").contains("rate_limt"));
         assert!(error("[tenants.acme]\nweight = 0").starts_with("tenants.acme.weight:"));
         let mut bad = defaults();

@@ -1,5 +1,8 @@
+use chrono::{DateTime, Utc};
 use conveyor_schemas::Job;
 use serde::{Deserialize, Serialize};
+
+use crate::{Broker, BrokerError, Lane, Outgoing, Topics};
 
 /// A command on the jobs topic. Tagged and versioned so that old and new workers can share a
 /// topic during a rolling upgrade; see `schemas/json/messages/`.
@@ -23,4 +26,30 @@ impl Command {
     pub fn decode(bytes: &[u8]) -> Result<Command, CommandError> {
         Ok(serde_json::from_slice(bytes)?)
     }
+}
+
+/// Publishes a job that failed for good to the dead-letter topic.
+pub async fn dead_letter(
+    broker: &dyn Broker,
+    topics: &Topics,
+    job: &Job,
+) -> Result<(), BrokerError> {
+    let dead = Outgoing::now(job.id.to_string(), run_command(job));
+    broker.publish(&topics.dead_letter(), vec![dead]).await
+}
+
+/// Publishes the job's command on `lane`, to be delivered at `at`.
+pub async fn hold_until(
+    broker: &dyn Broker,
+    topics: &Topics,
+    lane: Lane,
+    job: &Job,
+    at: DateTime<Utc>,
+) -> Result<(), BrokerError> {
+    let held = Outgoing::at(job.id.to_string(), run_command(job), at);
+    broker.publish(&topics.lane(lane), vec![held]).await
+}
+
+fn run_command(job: &Job) -> Vec<u8> {
+    Command::RunJob { job: job.clone() }.encode()
 }

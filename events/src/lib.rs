@@ -15,7 +15,7 @@ mod topology;
 mod url;
 
 pub use broker::{Acknowledger, Broker, BrokerError, Delivery, Outgoing, Subscription, due_millis};
-pub use command::{Command, CommandError};
+pub use command::{Command, CommandError, dead_letter, hold_until};
 pub use journal::{Journal, JournaledMessage};
 pub use memory::MemoryBroker;
 pub use schedule::{HeldMessage, Schedule, Scheduled};

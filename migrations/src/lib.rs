@@ -8,6 +8,7 @@ mod m20261124_000002_create_broker_messages;
 mod m20261124_000003_create_scheduled_messages;
 mod m20261203_000001_index_running_jobs;
 mod m20261204_000001_partition_jobs;
+mod m20261205_000001_create_job_types;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000003_create_scheduled_messages::Migration),
             Box::new(m20261203_000001_index_running_jobs::Migration),
             Box::new(m20261204_000001_partition_jobs::Migration),
+            Box::new(m20261205_000001_create_job_types::Migration),
         ]
     }
 }

@@ -6,20 +6,13 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::{DEFAULT_QUEUE, JobMode, JobTypeInfo};
+
 const BUILT_IN: [(&str, &str); 3] = [
     ("echo", include_str!("../json/job-types/echo.schema.json")),
     ("sleep", include_str!("../json/job-types/sleep.schema.json")),
     ("fail", include_str!("../json/job-types/fail.schema.json")),
 ];
-
-/// A job type as `GET /v1/job-types` shows it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct JobTypeInfo {
-    pub name: String,
-    pub description: String,
-    /// The JSON Schema (2020-12) that payloads of this type must satisfy.
-    pub payload_schema: Value,
-}
 
 /// One reason a payload was refused, at a field given as a dotted path (`payload.ms`).
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -49,6 +42,19 @@ pub struct JobTypeCatalog {
     types: BTreeMap<String, Entry>,
 }
 
+/// Whether `name` is one of the types that come with Conveyor.
+pub fn is_built_in(name: &str) -> bool {
+    BUILT_IN.iter().any(|(built_in, _)| *built_in == name)
+}
+
+/// The payload schema's validator, or why it is not a schema (naming the field).
+pub fn compile(info: &JobTypeInfo) -> Result<Validator, FieldError> {
+    jsonschema::validator_for(&info.payload_schema).map_err(|error| FieldError {
+        field: "payload_schema".into(),
+        message: format!("payload_schema is not a valid JSON Schema: {error}"),
+    })
+}
+
 impl JobTypeCatalog {
     /// The built-in types: `echo`, `sleep` and `fail`.
     pub fn built_in() -> JobTypeCatalog {
@@ -56,8 +62,6 @@ impl JobTypeCatalog {
         for (name, text) in BUILT_IN {
             let schema: Value =
                 serde_json::from_str(text).expect("built-in schemas are valid JSON");
-            let validator =
-                jsonschema::validator_for(&schema).expect("built-in schemas are valid schemas");
             let description = schema["description"]
                 .as_str()
                 .unwrap_or_default()
@@ -66,14 +70,46 @@ impl JobTypeCatalog {
                 name: name.to_owned(),
                 description,
                 payload_schema: schema,
+                mode: JobMode::Builtin,
+                endpoint: None,
+                queue: DEFAULT_QUEUE.into(),
+                max_attempts: None,
+                timeout_ms: None,
+                backoff: None,
+                concurrency: None,
             };
+            let validator = compile(&info).expect("built-in schemas are valid schemas");
             types.insert(name.to_owned(), Entry { info, validator });
         }
         JobTypeCatalog { types }
     }
 
+    /// The built-in types and those an operator registered (which cannot take a built-in name).
+    pub fn with_registered(
+        registered: impl IntoIterator<Item = JobTypeInfo>,
+    ) -> Result<JobTypeCatalog, FieldError> {
+        let mut catalog = JobTypeCatalog::built_in();
+        for info in registered {
+            if is_built_in(&info.name) {
+                return Err(FieldError {
+                    field: "name".into(),
+                    message: format!("`{}` is a built-in type", info.name),
+                });
+            }
+            let validator = compile(&info)?;
+            catalog
+                .types
+                .insert(info.name.clone(), Entry { info, validator });
+        }
+        Ok(catalog)
+    }
+
     pub fn types(&self) -> impl Iterator<Item = &JobTypeInfo> {
         self.types.values().map(|entry| &entry.info)
+    }
+
+    pub fn get(&self, job_type: &str) -> Option<&JobTypeInfo> {
+        self.types.get(job_type).map(|entry| &entry.info)
     }
 
     pub fn contains(&self, job_type: &str) -> bool {
@@ -150,6 +186,31 @@ mod tests {
             catalog.validate("nope", &json!({})),
             Err(PayloadRejected::UnknownType(name)) if name == "nope"
         ));
+    }
+
+    #[test]
+    fn registered_types_validate_their_payloads_and_built_in_names_stay_taken() {
+        let registered = |name: &str, schema: Value| JobTypeInfo {
+            name: name.into(),
+            payload_schema: schema,
+            mode: JobMode::Pull,
+            ..JobTypeCatalog::built_in().get("echo").unwrap().clone()
+        };
+        let catalog = JobTypeCatalog::with_registered([registered(
+            "resize",
+            json!({"type": "object", "required": ["url"]}),
+        )])
+        .unwrap();
+        assert_eq!(catalog.get("resize").unwrap().mode, JobMode::Pull);
+        assert_eq!(catalog.get("echo").unwrap().mode, JobMode::Builtin);
+        assert!(catalog.validate("resize", &json!({"url": "x"})).is_ok());
+        assert!(catalog.validate("resize", &json!({})).is_err());
+
+        let taken = JobTypeCatalog::with_registered([registered("echo", json!({}))]);
+        assert_eq!(taken.err().unwrap().field, "name");
+        let not_a_schema =
+            JobTypeCatalog::with_registered([registered("bad", json!({"type": "nothing"}))]);
+        assert_eq!(not_a_schema.err().unwrap().field, "payload_schema");
     }
 
     #[test]

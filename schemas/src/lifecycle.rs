@@ -37,6 +37,8 @@ pub enum Event {
     /// The store refuses to hold the job (a value the database cannot keep): it can never be
     /// recorded, so it fails.
     Unstorable,
+    /// An operator removed the job's type while the job was unfinished: nothing can run it.
+    TypeRemoved,
 }
 
 /// How an attempt ended.
@@ -91,6 +93,11 @@ pub fn accepted_status(run_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Job
 
 /// The error of a job the store refused to hold.
 pub const UNSTORABLE: &str = "the job store refused to hold this job (the database cannot keep a value in it); it was dead-lettered";
+
+/// The error of a job whose type an operator removed before it finished.
+pub fn type_removed(job_type: &str) -> String {
+    format!("job type `{job_type}` was removed by an operator before this job finished")
+}
 
 /// The error a job shows once its worker was lost during `attempt`.
 fn lost(attempt: u32) -> String {
@@ -181,10 +188,8 @@ pub fn decide(job: &Job, event: &Event, now: DateTime<Utc>) -> Decision {
                 next.run_at = Some(now);
             }
         }
-        Event::Unstorable => {
-            next.status = JobStatus::Failed;
-            next.error = Some(UNSTORABLE.into());
-        }
+        Event::Unstorable => fail(&mut next, UNSTORABLE.into()),
+        Event::TypeRemoved => fail(&mut next, type_removed(&job.job_type)),
     }
     if next.status.is_terminal() {
         next.finished_at = Some(now);
@@ -194,6 +199,11 @@ pub fn decide(job: &Job, event: &Event, now: DateTime<Utc>) -> Decision {
 
 fn running_attempt(job: &Job, attempt: u32) -> bool {
     job.status == JobStatus::Running && job.attempts == attempt
+}
+
+fn fail(job: &mut Job, error: String) {
+    job.status = JobStatus::Failed;
+    job.error = Some(error);
 }
 
 fn cancel(job: &mut Job) {
@@ -249,6 +259,7 @@ mod tests {
             Event::Cancel,
             Event::Rescue { attempt: 1 },
             Event::Unstorable,
+            Event::TypeRemoved,
         ];
         for status in TERMINAL {
             for event in &events {
@@ -478,6 +489,16 @@ mod tests {
             let failed = applied(decide(&job(status), &Event::Unstorable, Utc::now()));
             assert_eq!(failed.status, JobStatus::Failed);
             assert_eq!(failed.error.as_deref(), Some(UNSTORABLE));
+            assert!(failed.finished_at.is_some());
+        }
+    }
+
+    #[test]
+    fn a_job_whose_type_was_removed_fails_naming_the_type() {
+        for status in [JobStatus::Queued, JobStatus::Retrying, JobStatus::Running] {
+            let failed = applied(decide(&job(status), &Event::TypeRemoved, Utc::now()));
+            assert_eq!(failed.status, JobStatus::Failed);
+            assert_eq!(failed.error, Some(type_removed("echo")));
             assert!(failed.finished_at.is_some());
         }
     }

@@ -7,7 +7,7 @@ use conveyor_schemas::{Job, JobStatus};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ColumnTrait, Condition, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, QuerySelect, QueryTrait, TransactionTrait,
+    QueryOrder, QuerySelect, QueryTrait, Select, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -192,10 +192,74 @@ impl JobStore {
                     ),
             );
         }
+        self.read_primary(
+            select
+                .order_by_asc(jobs::Column::UpdatedAt)
+                .order_by_asc(jobs::Column::Id)
+                .limit(limit),
+        )
+        .await
+    }
+}
+
+impl JobStore {
+    /// Up to `limit` jobs of `types` waiting and due at `now`, oldest first: what HTTP workers
+    /// may claim. Read from the primary, where jobs are recorded first.
+    pub async fn claimable(
+        &self,
+        types: &[String],
+        now: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<Job>, StoreError> {
+        let waiting = JobStatus::ALL
+            .into_iter()
+            .filter(|status| status.is_waiting())
+            .map(JobStatus::as_str);
+        let due = jobs::Entity::find()
+            .filter(jobs::Column::JobType.is_in(types))
+            .filter(jobs::Column::Status.is_in(waiting))
+            .filter(
+                Condition::any()
+                    .add(jobs::Column::RunAt.is_null())
+                    .add(jobs::Column::RunAt.lte(now)),
+            );
+        self.read_primary(due.order_by_asc(jobs::Column::Id).limit(limit))
+            .await
+    }
+
+    /// Up to `limit` jobs of `types` that the store shows `running` since before `cutoff`, longest
+    /// running first: where a claim looks for attempts whose HTTP worker's lease ran out.
+    pub async fn running_of_types_before(
+        &self,
+        types: &[String],
+        cutoff: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<Job>, StoreError> {
+        let running = jobs::Entity::find()
+            .filter(jobs::Column::JobType.is_in(types))
+            .filter(jobs::Column::Status.eq(JobStatus::Running.as_str()))
+            .filter(jobs::Column::UpdatedAt.lt(cutoff));
+        self.read_primary(running.order_by_asc(jobs::Column::UpdatedAt).limit(limit))
+            .await
+    }
+
+    /// Up to `limit` jobs of `job_type` that have not ended, oldest first.
+    pub async fn unfinished_of_type(
+        &self,
+        job_type: &str,
+        limit: u64,
+    ) -> Result<Vec<Job>, StoreError> {
+        let unfinished = jobs::Entity::find()
+            .filter(jobs::Column::JobType.eq(job_type))
+            .filter(jobs::Column::Status.is_not_in(terminal_statuses()));
+        self.read_primary(unfinished.order_by_asc(jobs::Column::Id).limit(limit))
+            .await
+    }
+
+    /// The jobs `select` finds, read from the primary: a replica behind would show jobs as they
+    /// were.
+    async fn read_primary(&self, select: Select<jobs::Entity>) -> Result<Vec<Job>, StoreError> {
         select
-            .order_by_asc(jobs::Column::UpdatedAt)
-            .order_by_asc(jobs::Column::Id)
-            .limit(limit)
             .all(&self.db.write)
             .await?
             .into_iter()

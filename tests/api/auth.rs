@@ -520,10 +520,14 @@ async fn the_bearer_scheme_says_which_routes_each_scope_opens() {
     assert!(
         description.ends_with(
             "Scopes:\n\n\
+             - `admin`: `DELETE /v1/job-types/{name}`, `PUT /v1/job-types/{name}`\n\
              - `events:read`: `GET /v1/jobs/{id}/events`\n\
-             - `jobs:read`: `GET /v1/job-types`, `GET /v1/jobs`, `GET /v1/jobs/{id}`\n\
+             - `jobs:read`: `GET /v1/job-types`, `GET /v1/job-types/{name}`, `GET /v1/jobs`, \
+             `GET /v1/jobs/{id}`\n\
+             - `jobs:work`: `POST /v1/jobs/claim`, `POST /v1/jobs/{id}/complete`, \
+             `POST /v1/jobs/{id}/fail`, `POST /v1/jobs/{id}/heartbeat`\n\
              - `jobs:write`: `POST /v1/jobs`, `DELETE /v1/jobs/{id}`\n\
-             - `admin`: every route above\n"
+             \n`admin` also opens every other route.\n"
         ),
         "{description}"
     );

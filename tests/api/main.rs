@@ -14,6 +14,7 @@ mod idempotency;
 mod list;
 mod polling;
 mod proxy;
+mod pull_workers;
 mod quotas;
 mod restart;
 mod retries;

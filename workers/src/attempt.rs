@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
-use conveyor_events::{CommandError, Delivery, Lane, Outgoing};
+use conveyor_events::{CommandError, Delivery, Lane, Outgoing, dead_letter, hold_until};
 use conveyor_schemas::lifecycle::{Event, Kept, Outcome};
-use conveyor_schemas::{Job, JobStatus};
+use conveyor_schemas::{Job, JobMode, JobStatus};
 use conveyor_store::{Change, StoreError};
 use tokio_util::sync::CancellationToken;
 
-use crate::commands::{dead_letter, follow_up, hold_until};
+use crate::commands::follow_up;
 use crate::handler::{Handler, JobContext, JobError};
 use crate::metrics;
 use crate::pool::Shared;
@@ -128,6 +128,16 @@ async fn handle(shared: &Shared, lane: Lane, command_job: Job) -> Result<Settle,
     let current = ledger.current(&command_job).await?;
     if current.status.is_terminal() {
         return ended(shared, current).await;
+    }
+    if shared
+        .catalog
+        .current()
+        .get(&current.job_type)
+        .map(|info| info.mode)
+        == Some(JobMode::Pull)
+    {
+        // HTTP workers claim it from the store, where the recorder put it.
+        return Ok(Settle::Ack);
     }
     if let Some(run_at) = current.run_at.filter(|at| *at > Utc::now())
         && current.status != JobStatus::Running

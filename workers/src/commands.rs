@@ -1,8 +1,8 @@
 //! The commands that a recorded change sends on: the job's next attempt, held by the broker until
 //! it is due, or the job itself to the dead-letter topic once it failed for good.
 
-use chrono::{DateTime, Utc};
-use conveyor_events::{Broker, BrokerError, Command, Lane, Outgoing, Topics};
+use chrono::Utc;
+use conveyor_events::{Broker, BrokerError, Lane, Topics, dead_letter, hold_until};
 use conveyor_schemas::{Job, JobStatus};
 
 use crate::metrics;
@@ -34,29 +34,4 @@ pub(crate) async fn follow_up(
         }
         _ => Ok(()),
     }
-}
-
-pub(crate) async fn dead_letter(
-    broker: &dyn Broker,
-    topics: &Topics,
-    job: &Job,
-) -> Result<(), BrokerError> {
-    let dead = Outgoing::now(job.id.to_string(), run_command(job));
-    broker.publish(&topics.dead_letter(), vec![dead]).await
-}
-
-/// Publishes the job's command on `lane`, to be delivered at `at`.
-pub(crate) async fn hold_until(
-    broker: &dyn Broker,
-    topics: &Topics,
-    lane: Lane,
-    job: &Job,
-    at: DateTime<Utc>,
-) -> Result<(), BrokerError> {
-    let held = Outgoing::at(job.id.to_string(), run_command(job), at);
-    broker.publish(&topics.lane(lane), vec![held]).await
-}
-
-fn run_command(job: &Job) -> Vec<u8> {
-    Command::RunJob { job: job.clone() }.encode()
 }

@@ -3,7 +3,6 @@
 //! built-in job handlers.
 
 mod attempt;
-mod backoff;
 pub mod builtin;
 mod commands;
 mod duty;
@@ -16,7 +15,7 @@ mod recorder;
 mod registry;
 mod rescuer;
 
-pub use backoff::Backoff;
+pub use conveyor_schemas::Backoff;
 pub use handler::{Handler, JobContext, JobError};
 pub use pool::{WorkerPool, WorkerSettings};
 pub use pruner::Pruner;

@@ -6,7 +6,7 @@ use conveyor_events::{
     Broker, BrokerError, Command, CommandError, Delivery, Lane, Subscription, Topics,
 };
 use conveyor_schemas::Job;
-use conveyor_store::Ledger;
+use conveyor_store::{Ledger, LiveCatalog};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -49,6 +49,8 @@ pub(crate) struct Shared {
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) ledger: Ledger,
     pub(crate) registry: Registry,
+    /// The job types as registered: tells the types whose jobs HTTP workers claim.
+    pub(crate) catalog: Arc<LiveCatalog>,
     pub(crate) topics: Topics,
     pub(crate) settings: WorkerSettings,
     /// The attempts running here, by job.
@@ -62,6 +64,7 @@ impl WorkerPool {
         broker: Arc<dyn Broker>,
         ledger: Ledger,
         registry: Registry,
+        catalog: Arc<LiveCatalog>,
         topics: Topics,
         settings: WorkerSettings,
     ) -> WorkerPool {
@@ -70,6 +73,7 @@ impl WorkerPool {
                 broker,
                 ledger,
                 registry,
+                catalog,
                 topics,
                 settings,
                 running: Mutex::default(),

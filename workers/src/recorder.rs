@@ -1,12 +1,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use conveyor_events::{Broker, BrokerError, Command, Delivery, Lane, Topics};
+use conveyor_events::{Broker, BrokerError, Command, Delivery, Lane, Topics, dead_letter};
 use conveyor_schemas::Job;
 use conveyor_store::{Change, Ledger, StoreError};
 use tokio_util::sync::CancellationToken;
-
-use crate::commands::dead_letter;
 
 /// Commands recorded in one go: they share the store's group commits.
 const RECORD_BATCH: usize = 512;

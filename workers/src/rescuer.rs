@@ -140,9 +140,11 @@ impl Rescuer {
                 // On the jobs lane, whichever it came by: it has waited once already.
                 follow_up(&*self.broker, &self.topics, Lane::Jobs, &rescued).await?;
             }
-            // The store missed the outcome (its write failed after the cache took it): it gets it
-            // now.
-            Change::Declined(current, Kept::Terminal) => self.ledger.store().write(current).await?,
+            // The store missed the job's last change (its write failed, or its process died
+            // before the write, after the cache took it): it gets it now.
+            Change::Declined(current, Kept::Terminal | Kept::NotRunning) => {
+                self.ledger.store().write(current).await?
+            }
             Change::Declined(..) => {}
         }
         Ok(())

@@ -59,6 +59,10 @@ scopes! {
     JobsRead = "jobs:read";
     /// Follow a job's event stream.
     EventsRead = "events:read";
+    /// Claim and run jobs of `pull` types, of every tenant (HTTP workers).
+    JobsWork = "jobs:work";
+    /// Manage the deployment: register and remove job types. Also grants every other scope.
+    Admin = "admin";
 }
 
 /// A caller whose token carries the scope `S` (or `admin`): the extractor of every `/v1` route.

@@ -8,6 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use conveyor_schemas::{Job, JobStatus};
 use conveyor_store::JobQuery;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -69,21 +70,7 @@ pub(crate) async fn submit(
     service: web::Data<JobService>,
     input: web::Data<InputLimits>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
-    // serde also reads a struct from an array, field by field in order: without this,
-    // `["echo", {}, null, null, null]` was accepted as a job.
-    if !body.is_object() {
-        return Err(ApiError::InvalidField {
-            field: "body".into(),
-            message: "the body must be a JSON object".into(),
-        });
-    }
-    check_json(&body, &input)?;
-    let submission: SubmitJob =
-        serde_path_to_error::deserialize(body).map_err(|error| ApiError::InvalidField {
-            field: field_of(&error),
-            message: error.inner().to_string(),
-        })?;
+    let submission: SubmitJob = body_as(body.into_inner(), &input)?;
     let key = idempotency_key(request.headers())?;
     let (mut response, job) = match service.submit(&caller, &limits, submission, key).await? {
         Submitted::Created(job) => (HttpResponse::Accepted(), job),
@@ -321,14 +308,34 @@ pub(crate) async fn events(
         .streaming(stream))
 }
 
+/// A JSON body as the request type `T`, within the input limits; an error names the field.
+pub(super) fn body_as<T: DeserializeOwned>(
+    body: Value,
+    input: &InputLimits,
+) -> Result<T, ApiError> {
+    // serde also reads a struct from an array, field by field in order: without this,
+    // `["echo", {}, null, null, null]` was accepted as a job.
+    if !body.is_object() {
+        return Err(ApiError::InvalidField {
+            field: "body".into(),
+            message: "the body must be a JSON object".into(),
+        });
+    }
+    check_json(&body, input)?;
+    serde_path_to_error::deserialize(body).map_err(|error| ApiError::InvalidField {
+        field: field_of(&error),
+        message: error.inner().to_string(),
+    })
+}
+
 /// An id that is not a UUID names no job.
-fn job_id(raw: &str) -> Result<Uuid, ApiError> {
+pub(super) fn job_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::JobNotFound)
 }
 
 /// The query's parameters; one holding a control character (a NUL, which no store can hold, and
 /// the like) is refused naming it.
-fn query_params(request: &HttpRequest) -> Result<HashMap<String, String>, ApiError> {
+pub(super) fn query_params(request: &HttpRequest) -> Result<HashMap<String, String>, ApiError> {
     let params = web::Query::<HashMap<String, String>>::from_query(request.query_string())
         .map(web::Query::into_inner)
         .map_err(|error| ApiError::InvalidQuery {

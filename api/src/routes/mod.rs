@@ -1,5 +1,6 @@
 //! Thin handlers: extract, call the service, map to HTTP.
 
+pub(crate) mod claims;
 pub(crate) mod docs;
 pub(crate) mod health;
 pub(crate) mod job_types;
@@ -20,6 +21,11 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
                 .route(gated(web::get().to(jobs::list))),
         ),
         (
+            "POST",
+            web::resource("/v1/jobs/claim").route(gated(web::post().to(claims::claim))),
+        ),
+        // Before `/v1/jobs/{id}`, which would take `claim` for an id.
+        (
             "GET, DELETE",
             web::resource("/v1/jobs/{id}")
                 .route(gated(web::get().to(jobs::get)))
@@ -30,8 +36,28 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
             web::resource("/v1/jobs/{id}/events").route(gated(web::get().to(jobs::events))),
         ),
         (
+            "POST",
+            web::resource("/v1/jobs/{id}/heartbeat")
+                .route(gated(web::post().to(claims::heartbeat))),
+        ),
+        (
+            "POST",
+            web::resource("/v1/jobs/{id}/complete").route(gated(web::post().to(claims::complete))),
+        ),
+        (
+            "POST",
+            web::resource("/v1/jobs/{id}/fail").route(gated(web::post().to(claims::fail))),
+        ),
+        (
             "GET",
             web::resource("/v1/job-types").route(gated(web::get().to(job_types::list))),
+        ),
+        (
+            "GET, PUT, DELETE",
+            web::resource("/v1/job-types/{name}")
+                .route(gated(web::get().to(job_types::get)))
+                .route(gated(web::put().to(job_types::put)))
+                .route(gated(web::delete().to(job_types::delete))),
         ),
         (
             "GET",

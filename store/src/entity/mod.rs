@@ -1,3 +1,4 @@
 pub(crate) mod broker_messages;
+pub(crate) mod job_types;
 pub(crate) mod jobs;
 pub(crate) mod scheduled_messages;

@@ -1,0 +1,147 @@
+//! Registering and removing job types (scope `admin`). No HTTP here.
+
+use std::sync::Arc;
+
+use conveyor_events::{Broker, Topics, dead_letter};
+use conveyor_schemas::lifecycle::{Event, Kept};
+use conveyor_schemas::{
+    FieldError, JobStatus, JobTypeCatalog, JobTypeInfo, JobTypeSpec, is_built_in,
+};
+use conveyor_store::{Change, Ledger, LiveCatalog};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::problem::ApiError;
+
+/// Unfinished jobs failed per store query when a type is removed by force.
+const REMOVAL_PAGE: u64 = 256;
+
+/// What `DELETE /v1/job-types/{name}` did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobTypeRemoved {
+    pub name: String,
+    /// Unfinished jobs of the type that were failed (with `?force=true`).
+    pub failed_jobs: u64,
+}
+
+#[derive(Clone)]
+pub struct TypeRegistry {
+    catalog: Arc<LiveCatalog>,
+    ledger: Ledger,
+    broker: Arc<dyn Broker>,
+    topics: Topics,
+}
+
+fn invalid(FieldError { field, message }: FieldError) -> ApiError {
+    ApiError::InvalidField { field, message }
+}
+
+fn built_in(name: &str) -> ApiError {
+    ApiError::InvalidField {
+        field: "name".into(),
+        message: format!(
+            "`{name}` is a built-in type: it cannot be registered, replaced or removed"
+        ),
+    }
+}
+
+impl TypeRegistry {
+    pub fn new(
+        catalog: Arc<LiveCatalog>,
+        ledger: Ledger,
+        broker: Arc<dyn Broker>,
+        topics: Topics,
+    ) -> TypeRegistry {
+        TypeRegistry {
+            catalog,
+            ledger,
+            broker,
+            topics,
+        }
+    }
+
+    /// Registers or replaces the type `name`; `true` when it is new. Seen at once here, and by
+    /// every other process at its next refresh.
+    pub async fn put(
+        &self,
+        name: &str,
+        spec: JobTypeSpec,
+    ) -> Result<(JobTypeInfo, bool), ApiError> {
+        if is_built_in(name) {
+            return Err(built_in(name));
+        }
+        let info = spec.define(name).map_err(invalid)?;
+        JobTypeCatalog::with_registered([info.clone()]).map_err(invalid)?;
+        let created = self.catalog.store().put(&info).await?;
+        self.catalog.refresh().await?;
+        tracing::info!(job_type = name, created, "Job type registered.");
+        Ok((info, created))
+    }
+
+    /// A built-in or registered type, as the store has it now.
+    pub async fn get(&self, name: &str) -> Result<JobTypeInfo, ApiError> {
+        if is_built_in(name) {
+            return self
+                .catalog
+                .current()
+                .get(name)
+                .cloned()
+                .ok_or_else(|| ApiError::JobTypeNotFound(name.into()));
+        }
+        self.catalog
+            .store()
+            .get(name)
+            .await?
+            .ok_or_else(|| ApiError::JobTypeNotFound(name.into()))
+    }
+
+    /// Removes the type `name`: refused while it has unfinished jobs, unless `force`, which
+    /// fails them (and dead-letters them, like any job that failed for good).
+    pub async fn remove(&self, name: &str, force: bool) -> Result<JobTypeRemoved, ApiError> {
+        if is_built_in(name) {
+            return Err(built_in(name));
+        }
+        let store = self.ledger.store();
+        if self.catalog.store().get(name).await?.is_none() {
+            return Err(ApiError::JobTypeNotFound(name.into()));
+        }
+        if !force && !store.unfinished_of_type(name, 1).await?.is_empty() {
+            return Err(ApiError::JobTypeInUse(name.into()));
+        }
+        // Removed first, so that no job of the type is accepted while its unfinished ones fail.
+        self.catalog.store().delete(name).await?;
+        self.catalog.refresh().await?;
+        let mut failed_jobs = 0;
+        loop {
+            let page = store.unfinished_of_type(name, REMOVAL_PAGE).await?;
+            let mut progressed = false;
+            for job in &page {
+                match self.ledger.apply(job, &Event::TypeRemoved).await? {
+                    Change::Applied(failed) => {
+                        progressed = true;
+                        failed_jobs += 1;
+                        if failed.status == JobStatus::Failed {
+                            dead_letter(&*self.broker, &self.topics, &failed)
+                                .await
+                                .map_err(|error| ApiError::BrokerUnavailable(error.to_string()))?;
+                        }
+                    }
+                    // The store missed how the job ended; it learns it now.
+                    Change::Declined(ended, Kept::Terminal) => {
+                        progressed = true;
+                        store.write(ended).await?;
+                    }
+                    Change::Declined(..) => {}
+                }
+            }
+            if page.len() < REMOVAL_PAGE as usize || !progressed {
+                break;
+            }
+        }
+        tracing::warn!(job_type = name, failed_jobs, "Job type removed.");
+        Ok(JobTypeRemoved {
+            name: name.into(),
+            failed_jobs,
+        })
+    }
+}

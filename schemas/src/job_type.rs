@@ -1,0 +1,286 @@
+//! Job types as data: what an operator registers (`PUT /v1/job-types/{name}`, or the types file)
+//! and the checks a definition must pass before any job of it is accepted.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::{Backoff, FieldError};
+
+/// The queue of a type that names none.
+pub const DEFAULT_QUEUE: &str = "default";
+/// Attempts a job may be given, at most.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
+/// The longest time limit of one attempt, in milliseconds (a day).
+pub const TIMEOUT_MS_LIMIT: u64 = 24 * 60 * 60 * 1000;
+/// The longest backoff between attempts, in milliseconds (a day).
+const BACKOFF_MS_LIMIT: u64 = 24 * 60 * 60 * 1000;
+
+/// How a type's jobs are run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobMode {
+    /// By a handler compiled into Conveyor's workers (`echo`, `sleep`, `fail`).
+    Builtin,
+    /// By workers of any language that claim jobs over HTTP (`POST /v1/jobs/claim`).
+    Pull,
+    /// Delivered by Conveyor's workers to the type's `endpoint`.
+    Push,
+}
+
+impl JobMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobMode::Builtin => "builtin",
+            JobMode::Pull => "pull",
+            JobMode::Push => "push",
+        }
+    }
+}
+
+/// Exponential backoff between attempts, with jitter: attempt n waits between half and all of
+/// `base_ms * 2^(n-1)`, at most `max_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffSpec {
+    pub base_ms: u64,
+    pub max_ms: u64,
+}
+
+impl BackoffSpec {
+    pub fn backoff(&self) -> Backoff {
+        Backoff {
+            base: std::time::Duration::from_millis(self.base_ms),
+            max: std::time::Duration::from_millis(self.max_ms),
+        }
+    }
+}
+
+/// A job type as `GET /v1/job-types` shows it and the store keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobTypeInfo {
+    pub name: String,
+    pub description: String,
+    /// The JSON Schema (2020-12) that payloads of this type must satisfy.
+    pub payload_schema: Value,
+    pub mode: JobMode,
+    /// Where push deliveries go (`push` types only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    pub queue: String,
+    /// Attempts of a job that names none (else the deployment's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Time limit of each attempt of a job that names none, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Backoff between attempts (else the deployment's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<BackoffSpec>,
+    /// Most attempts of this type running at once across the deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+}
+
+/// The body of `PUT /v1/job-types/{name}`, and of each type in the types file.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobTypeSpec {
+    #[serde(default)]
+    pub description: Option<String>,
+    /// A JSON Schema (2020-12) that every payload of the type must satisfy.
+    pub payload_schema: Value,
+    /// `pull`: workers claim the jobs over HTTP.
+    pub mode: JobMode,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Defaults to `default`.
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// Attempts of a job that names none (1 to 100).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
+    pub max_attempts: Option<u32>,
+    /// Time limit of each attempt of a job that names none, in milliseconds.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 86400000)]
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub backoff: Option<BackoffSpec>,
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+}
+
+/// Whether `name` may name a job type (or a queue): `[a-z0-9][a-z0-9._-]{0,62}`.
+pub fn valid_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|first| first.is_ascii_lowercase() || first.is_ascii_digit())
+        && name.len() <= 63
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+impl JobTypeSpec {
+    /// The type `name` as this spec defines it, or the first field that cannot be so. The payload
+    /// schema is compiled by the catalog, which names it when it is not a schema.
+    pub fn define(self, name: &str) -> Result<JobTypeInfo, FieldError> {
+        if !valid_name(name) {
+            return Err(invalid(
+                "name",
+                format!("`{name}` is not a job type name: use [a-z0-9][a-z0-9._-]{{0,62}}"),
+            ));
+        }
+        match self.mode {
+            JobMode::Builtin => {
+                return Err(invalid(
+                    "mode",
+                    "built-in types come with Conveyor; register `pull` types",
+                ));
+            }
+            JobMode::Push => {
+                return Err(invalid(
+                    "mode",
+                    "push delivery is not available yet; register the type as `pull` and run an HTTP worker",
+                ));
+            }
+            JobMode::Pull => {}
+        }
+        if self.endpoint.is_some() {
+            return Err(invalid("endpoint", "only push types have an endpoint"));
+        }
+        if self.concurrency.is_some() {
+            return Err(invalid(
+                "concurrency",
+                "a deployment-wide concurrency cap is not available yet; leave it out",
+            ));
+        }
+        let queue = self.queue.unwrap_or_else(|| DEFAULT_QUEUE.into());
+        if !valid_name(&queue) {
+            return Err(invalid(
+                "queue",
+                format!("`{queue}` is not a queue name: use [a-z0-9][a-z0-9._-]{{0,62}}"),
+            ));
+        }
+        if let Some(max_attempts) = self.max_attempts
+            && !(1..=MAX_ATTEMPTS_LIMIT).contains(&max_attempts)
+        {
+            return Err(invalid(
+                "max_attempts",
+                format!("max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}"),
+            ));
+        }
+        if let Some(timeout_ms) = self.timeout_ms
+            && !(1..=TIMEOUT_MS_LIMIT).contains(&timeout_ms)
+        {
+            return Err(invalid(
+                "timeout_ms",
+                format!("timeout_ms must be between 1 and {TIMEOUT_MS_LIMIT}"),
+            ));
+        }
+        if let Some(backoff) = self.backoff
+            && !(1 <= backoff.base_ms
+                && backoff.base_ms <= backoff.max_ms
+                && backoff.max_ms <= BACKOFF_MS_LIMIT)
+        {
+            return Err(invalid(
+                "backoff",
+                format!("backoff needs 1 <= base_ms <= max_ms <= {BACKOFF_MS_LIMIT}"),
+            ));
+        }
+        if !(self.payload_schema.is_object() || self.payload_schema.is_boolean()) {
+            return Err(invalid(
+                "payload_schema",
+                "payload_schema must be a JSON Schema: an object (or true/false)",
+            ));
+        }
+        Ok(JobTypeInfo {
+            name: name.to_owned(),
+            description: self.description.unwrap_or_default(),
+            payload_schema: self.payload_schema,
+            mode: self.mode,
+            endpoint: None,
+            queue,
+            max_attempts: self.max_attempts,
+            timeout_ms: self.timeout_ms,
+            backoff: self.backoff,
+            concurrency: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(body: Value) -> JobTypeSpec {
+        serde_json::from_value(body).unwrap()
+    }
+
+    #[test]
+    fn names_follow_the_pattern() {
+        for good in ["a", "resize-image", "v2.thumbs_x", "0", &"a".repeat(63)] {
+            assert!(valid_name(good), "{good}");
+        }
+        for bad in ["", "-a", ".a", "A", "a b", "a/b", "é", &"a".repeat(64)] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_pull_type_takes_its_defaults() {
+        let info = spec(json!({"mode": "pull", "payload_schema": {"type": "object"}}))
+            .define("resize")
+            .unwrap();
+        assert_eq!(info.queue, DEFAULT_QUEUE);
+        assert_eq!(info.description, "");
+        assert_eq!(info.mode, JobMode::Pull);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases = [
+            (
+                json!({"mode": "pull", "payload_schema": 3}),
+                "payload_schema",
+            ),
+            (json!({"mode": "builtin", "payload_schema": {}}), "mode"),
+            (
+                json!({"mode": "pull", "payload_schema": {}, "max_attempts": 0}),
+                "max_attempts",
+            ),
+            (
+                json!({"mode": "pull", "payload_schema": {}, "timeout_ms": 0}),
+                "timeout_ms",
+            ),
+            (
+                json!({"mode": "pull", "payload_schema": {}, "queue": "Q"}),
+                "queue",
+            ),
+            (
+                json!({"mode": "pull", "payload_schema": {}, "backoff": {"base_ms": 10, "max_ms": 5}}),
+                "backoff",
+            ),
+            (
+                json!({"mode": "pull", "payload_schema": {}, "endpoint": "http://x"}),
+                "endpoint",
+            ),
+        ];
+        for (body, field) in cases {
+            let error = spec(body.clone()).define("t").unwrap_err();
+            assert_eq!(error.field, field, "{body}");
+        }
+        let error = spec(json!({"mode": "pull", "payload_schema": {}}))
+            .define("Bad")
+            .unwrap_err();
+        assert_eq!(error.field, "name");
+    }
+}

@@ -1,0 +1,157 @@
+//! Registered job types: kept in the store, and in each process as a [`LiveCatalog`] that follows
+//! the store within a second, so that a type changed on one replica is seen by all of them.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::Utc;
+use conveyor_schemas::{FieldError, JobTypeCatalog, JobTypeInfo};
+use sea_orm::{ActiveValue, EntityTrait, QueryOrder, TransactionTrait};
+use tokio_util::sync::CancellationToken;
+
+use crate::entity::job_types;
+use crate::{Database, StoreError};
+
+/// How often each process reads the registered types again.
+pub const REFRESH: Duration = Duration::from_millis(500);
+
+/// The job types operators registered, as the store keeps them.
+#[derive(Clone)]
+pub struct JobTypeStore {
+    db: Database,
+}
+
+impl JobTypeStore {
+    pub fn new(db: Database) -> JobTypeStore {
+        JobTypeStore { db }
+    }
+
+    /// Every registered type, by name. Read from the primary: a replica behind would bring back a
+    /// type just removed.
+    pub async fn list(&self) -> Result<Vec<JobTypeInfo>, StoreError> {
+        job_types::Entity::find()
+            .order_by_asc(job_types::Column::Name)
+            .all(&self.db.write)
+            .await?
+            .into_iter()
+            .map(|row| decode(&row))
+            .collect()
+    }
+
+    pub async fn get(&self, name: &str) -> Result<Option<JobTypeInfo>, StoreError> {
+        job_types::Entity::find_by_id(name)
+            .one(&self.db.write)
+            .await?
+            .map(|row| decode(&row))
+            .transpose()
+    }
+
+    /// Registers `info` or replaces the type of its name; `true` when it is new.
+    pub async fn put(&self, info: &JobTypeInfo) -> Result<bool, StoreError> {
+        let definition = serde_json::to_string(info)
+            .map_err(|error| StoreError::Refused(format!("job type `{}`: {error}", info.name)))?;
+        let row = job_types::ActiveModel {
+            name: ActiveValue::Set(info.name.clone()),
+            definition: ActiveValue::Set(definition),
+            updated_at: ActiveValue::Set(Utc::now()),
+        };
+        let txn = self.db.write.begin().await?;
+        let existed = job_types::Entity::find_by_id(info.name.as_str())
+            .one(&txn)
+            .await?
+            .is_some();
+        if existed {
+            job_types::Entity::update(row).exec(&txn).await?;
+        } else {
+            job_types::Entity::insert(row)
+                .exec_without_returning(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        Ok(!existed)
+    }
+
+    /// Removes the type `name`; `false` when there was none.
+    pub async fn delete(&self, name: &str) -> Result<bool, StoreError> {
+        let deleted = job_types::Entity::delete_by_id(name)
+            .exec(&self.db.write)
+            .await?;
+        Ok(deleted.rows_affected > 0)
+    }
+}
+
+fn decode(row: &job_types::Model) -> Result<JobTypeInfo, StoreError> {
+    serde_json::from_str(&row.definition).map_err(|error| {
+        StoreError::Database(format!(
+            "the stored job type `{}` cannot be read: {error}",
+            row.name
+        ))
+    })
+}
+
+/// The catalog this process goes by: the built-in types and the registered ones, as the store
+/// had them at the last refresh.
+pub struct LiveCatalog {
+    store: JobTypeStore,
+    current: RwLock<Arc<JobTypeCatalog>>,
+    registered: RwLock<Vec<JobTypeInfo>>,
+}
+
+impl LiveCatalog {
+    /// The catalog as the store has it now.
+    pub async fn load(store: JobTypeStore) -> Result<Arc<LiveCatalog>, StoreError> {
+        let live = Arc::new(LiveCatalog {
+            store,
+            current: RwLock::new(Arc::new(JobTypeCatalog::built_in())),
+            registered: RwLock::default(),
+        });
+        live.refresh().await?;
+        Ok(live)
+    }
+
+    pub fn current(&self) -> Arc<JobTypeCatalog> {
+        self.current.read().unwrap().clone()
+    }
+
+    pub fn store(&self) -> &JobTypeStore {
+        &self.store
+    }
+
+    /// Reads the registered types again, rebuilding the catalog when they changed.
+    pub async fn refresh(&self) -> Result<(), StoreError> {
+        let registered = self.store.list().await?;
+        if *self.registered.read().unwrap() == registered {
+            return Ok(());
+        }
+        let catalog = JobTypeCatalog::with_registered(registered.clone()).map_err(
+            |FieldError { field, message }| {
+                StoreError::Database(format!(
+                    "a stored job type is invalid at {field}: {message}"
+                ))
+            },
+        )?;
+        *self.current.write().unwrap() = Arc::new(catalog);
+        *self.registered.write().unwrap() = registered;
+        Ok(())
+    }
+
+    /// Refreshes every [`REFRESH`] until `shutdown`; a failed read keeps the catalog as it was.
+    pub async fn follow(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut ticks = tokio::time::interval(REFRESH);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            match self.refresh().await {
+                Ok(()) => failing = false,
+                Err(error) if !failing => {
+                    failing = true;
+                    tracing::warn!(%error, "Could not read the registered job types; going by the ones known.");
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
