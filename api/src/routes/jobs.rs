@@ -118,10 +118,15 @@ pub(crate) async fn get(
     let wait = match query.get("wait") {
         None => Duration::ZERO,
         Some(value) => {
-            let seconds: u64 = value.parse().map_err(|_| ApiError::InvalidQuery {
-                field: "wait".into(),
-                message: format!("wait must be a whole number of seconds, not `{value}`"),
-            })?;
+            // Within the document's int64, so that what it calls invalid is refused.
+            let seconds = value
+                .parse::<i64>()
+                .ok()
+                .and_then(|seconds| u64::try_from(seconds).ok())
+                .ok_or_else(|| ApiError::InvalidQuery {
+                    field: "wait".into(),
+                    message: format!("wait must be a whole number of seconds, not `{value}`"),
+                })?;
             Duration::from_secs(seconds).min(settings.max_wait)
         }
     };
