@@ -9,9 +9,9 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, mint, ok_json, problem, spawn_app, spawn_app_with};
 
-const RESIZE: &str = "resize";
+pub(crate) const RESIZE: &str = "resize";
 
-fn resize_type() -> Value {
+pub(crate) fn resize_type() -> Value {
     json!({
         "description": "Resize an image",
         "mode": "pull",
@@ -46,14 +46,14 @@ fn roles(app: &TestApp) -> Roles {
 }
 
 impl TestApp {
-    fn put_type(&self, name: &str, body: &Value) -> reqwest::RequestBuilder {
+    pub(crate) fn put_type(&self, name: &str, body: &Value) -> reqwest::RequestBuilder {
         self.client
             .put(self.url(&format!("/v1/job-types/{name}")))
             .bearer_auth(&self.token)
             .json(body)
     }
 
-    fn post(&self, path: &str, body: &Value) -> reqwest::RequestBuilder {
+    pub(crate) fn post(&self, path: &str, body: &Value) -> reqwest::RequestBuilder {
         self.client
             .post(self.url(path))
             .bearer_auth(&self.token)
@@ -61,13 +61,13 @@ impl TestApp {
     }
 
     /// Claims with `body`, insisting on `200`; the jobs claimed.
-    async fn claim(&self, body: Value) -> Vec<Value> {
+    pub(crate) async fn claim(&self, body: Value) -> Vec<Value> {
         let answer = ok_json(self.post("/v1/jobs/claim", &body)).await;
         answer["jobs"].as_array().unwrap().clone()
     }
 
     /// Claims one job of `resize`, waiting for it.
-    async fn claim_one(&self, lease_ms: u64) -> Value {
+    pub(crate) async fn claim_one(&self, lease_ms: u64) -> Value {
         let jobs = self
             .claim(json!({"types": [RESIZE], "wait_ms": 10_000, "lease_ms": lease_ms}))
             .await;
@@ -88,11 +88,11 @@ async fn registered(app: &TestApp) -> Roles {
     roles
 }
 
-fn lease(claimed: &Value) -> Value {
+pub(crate) fn lease(claimed: &Value) -> Value {
     claimed["lease"]["token"].clone()
 }
 
-fn path(claimed: &Value, action: &str) -> String {
+pub(crate) fn path(claimed: &Value, action: &str) -> String {
     format!("/v1/jobs/{}/{action}", claimed["id"].as_str().unwrap())
 }
 

@@ -16,6 +16,7 @@ use tempfile::TempDir;
 use crate::events::read_events;
 use crate::helpers::{ALL_SCOPES, Stack, TestApp, mint, problem};
 use crate::proxy::Proxy;
+use crate::pull_workers::{RESIZE, lease, path, resize_type};
 
 const SECRET: &str = "stack-secret";
 const REDIS: &str = "127.0.0.1:6379";
@@ -123,6 +124,12 @@ fn client(running: &Running) -> TestApp {
     TestApp::attached(&base, SECRET, &mint(SECRET, "acme", ALL_SCOPES))
 }
 
+/// A client of `running` with a token of `scope`, for tenant `tenant`.
+fn client_as(running: &Running, tenant: &str, scope: &str) -> TestApp {
+    let base = format!("http://127.0.0.1:{}", running.port.unwrap());
+    TestApp::attached(&base, SECRET, &mint(SECRET, tenant, scope))
+}
+
 fn id(job: &Value) -> String {
     job["id"].as_str().unwrap().to_owned()
 }
@@ -154,6 +161,7 @@ on_real_stacks!(
     two_api_processes_hold_a_tenant_to_its_rate_limit_together,
     a_worker_that_joins_takes_over_no_running_attempt,
     a_broker_that_is_down_gets_no_job_accepted,
+    a_job_type_registered_on_one_replica_is_served_by_every_other,
 );
 
 async fn replica_b_serves_what_replica_a_accepted(stack: Stack) {
@@ -819,4 +827,83 @@ async fn two_api_processes_hold_a_tenant_to_its_rate_limit_together(stack: Stack
                 .await;
         }
     }
+}
+
+/// A type registered through one api replica is served by the other within a second; an HTTP
+/// worker claims through one replica and reports through the other; and a replica stopped while
+/// its worker holds a lease loses nothing: the lease runs out and the job is claimed again.
+async fn a_job_type_registered_on_one_replica_is_served_by_every_other(stack: Stack) {
+    let deployment = Deployment::new(stack);
+    deployment.migrate().await;
+    let a = deployment.start("api", &[]).await;
+    let b = deployment.start("api", &[]).await;
+    let _workers = deployment.start("worker", &[]).await;
+    let admin = client_as(&a, "ops", "admin");
+    let response = admin.put_type(RESIZE, &resize_type()).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+
+    let client_b = client(&b);
+    wait_until(
+        Duration::from_secs(2),
+        "replica B knows the type",
+        async || {
+            client_b
+                .get("/v1/job-types/resize")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == StatusCode::OK
+                && client_b
+                    .post_job(&json!({"type": RESIZE, "payload": {"url": "u"}}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    == StatusCode::ACCEPTED
+        },
+    )
+    .await;
+    let (worker_a, worker_b) = (
+        client_as(&a, "workers", "jobs:work"),
+        client_as(&b, "workers", "jobs:work"),
+    );
+    let claimed = worker_a.claim_one(30_000).await;
+    assert_eq!(claimed["tenant"], "acme");
+    let beat = worker_b
+        .post(
+            &path(&claimed, "heartbeat"),
+            &json!({"lease": lease(&claimed)}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(beat.status(), StatusCode::OK);
+    let done = worker_b
+        .post(
+            &path(&claimed, "complete"),
+            &json!({"lease": lease(&claimed), "result": "ok"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), StatusCode::OK);
+    assert_eq!(client(&a).job(&id(&claimed)).await["status"], "succeeded");
+
+    let job = client_b
+        .submit(json!({"type": RESIZE, "payload": {"url": "v"}}))
+        .await;
+    let first = worker_a.claim_one(1_000).await;
+    assert_eq!(first["id"], job["id"]);
+    a.shutdown();
+    a.wait().await.unwrap();
+    let second = worker_b.claim_one(30_000).await;
+    assert_eq!(second["id"], job["id"]);
+    assert_eq!(second["attempts"], 2);
+    let late = worker_b
+        .post(&path(&first, "complete"), &json!({"lease": lease(&first)}))
+        .send()
+        .await
+        .unwrap();
+    problem(late, StatusCode::CONFLICT, "lease_lost").await;
 }
