@@ -23,5 +23,6 @@ for _ in $(seq 100); do
     curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
     sleep 0.1
 done
-token="$("$conveyor" token --jwt-secret bench --scope 'jobs:write jobs:read')"
+# `admin` registers the pull type of --pull-workers (and opens the HTTP workers' routes).
+token="$("$conveyor" token --jwt-secret bench --scope 'jobs:write jobs:read admin')"
 "$CARGO_TARGET_DIR/release/conveyor-bench" --url "http://127.0.0.1:$port" --token "$token" "$@"

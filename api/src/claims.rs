@@ -6,6 +6,7 @@
 //! lease, so a worker that lost its job (the lease ran out and another worker claimed it, or the
 //! rescuer put it back) changes nothing.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +36,8 @@ const MAX_CLAIM_TYPES: usize = 32;
 /// How often a waiting claim looks in the store again: retries and scheduled jobs become due
 /// with time, which no change announces.
 const RESCAN: Duration = Duration::from_secs(1);
+/// Members of a type's set of running attempts checked for lost ones when the type is at its cap.
+const RECHECKED_RUNNING: usize = 32;
 /// The longest wait a failed job may ask for before its next attempt (a day).
 const MAX_RETRY_AFTER_MS: u64 = 24 * 60 * 60 * 1000;
 
@@ -125,6 +128,14 @@ pub struct HeartbeatAnswer {
     pub cancel_requested: bool,
 }
 
+/// What a claim of one job came to.
+enum Taken {
+    Job(Box<ClaimedJob>),
+    Nothing,
+    /// Its type runs as many attempts as its `concurrency` allows.
+    TypeFull,
+}
+
 /// A lease token: `<job id>.<attempt>.<lease ms>.<holder>`, so that any api replica can check it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct LeaseToken {
@@ -167,6 +178,13 @@ impl LeaseToken {
             expires_at: expires(self.lease_ms),
         }
     }
+}
+
+/// The cache counts a type's running attempts (for its `concurrency`) in a set of the kind that
+/// counts a tenant's unfinished jobs, under a name no tenant can have: a tenant claim holds no
+/// control character.
+fn running_set(job_type: &str) -> String {
+    format!("\u{1}running:{job_type}")
 }
 
 fn expires(lease_ms: u64) -> DateTime<Utc> {
@@ -320,8 +338,8 @@ impl ClaimService {
                 };
                 match heard {
                     Ok(job) if claim.wants(&job, Utc::now()) => {
-                        if let Some(claimed) = self.claim_one(&job, claim.lease_ms).await? {
-                            return Ok(vec![claimed]);
+                        if let Taken::Job(claimed) = self.claim_one(&job, claim.lease_ms).await? {
+                            return Ok(vec![*claimed]);
                         }
                     }
                     Ok(_) => {}
@@ -358,35 +376,48 @@ impl ClaimService {
         Ok(claimed)
     }
 
-    /// Claims `candidates` in turn until `claimed` holds `max`.
+    /// Claims `candidates` in turn until `claimed` holds `max`, passing over the types at their
+    /// `concurrency` cap.
     async fn claim_among(
         &self,
         candidates: &[Job],
         claim: &Claim,
         claimed: &mut Vec<ClaimedJob>,
     ) -> Result<(), ApiError> {
+        let mut full = HashSet::new();
         for candidate in candidates {
             if claimed.len() == claim.max {
                 break;
             }
-            if let Some(job) = self.claim_one(candidate, claim.lease_ms).await? {
-                claimed.push(job);
+            if full.contains(&candidate.job_type) {
+                continue;
+            }
+            match self.claim_one(candidate, claim.lease_ms).await? {
+                Taken::Job(job) => claimed.push(*job),
+                Taken::Nothing => {}
+                Taken::TypeFull => {
+                    full.insert(candidate.job_type.clone());
+                }
             }
         }
         Ok(())
     }
 
-    /// Takes `candidate`'s lease and starts its next attempt, unless another worker holds it or
-    /// it is not waiting any more.
-    async fn claim_one(
-        &self,
-        candidate: &Job,
-        lease_ms: u64,
-    ) -> Result<Option<ClaimedJob>, ApiError> {
+    /// Takes `candidate`'s lease, a place among its type's running attempts when the type has
+    /// a cap, and starts its next attempt; unless another worker holds it, it is not waiting any
+    /// more, or its type is at its cap.
+    async fn claim_one(&self, candidate: &Job, lease_ms: u64) -> Result<Taken, ApiError> {
         let holder = Uuid::now_v7();
         let ttl = Duration::from_millis(lease_ms);
         if !self.cache().hold_lease(candidate.id, holder, ttl).await? {
-            return Ok(None);
+            return Ok(Taken::Nothing);
+        }
+        let cap = self.cap(&candidate.job_type);
+        if let Some(cap) = cap
+            && !self.admit(candidate, cap).await?
+        {
+            self.cache().release_lease(candidate.id, holder).await?;
+            return Ok(Taken::TypeFull);
         }
         let started = match self.ledger.apply(candidate, &Event::Start).await {
             Ok(Change::Declined(running, Kept::Running)) => {
@@ -403,16 +434,47 @@ impl ClaimService {
                     lease_ms,
                     holder,
                 };
-                Ok(Some(ClaimedJob {
+                Ok(Taken::Job(Box::new(ClaimedJob {
                     job: running,
                     lease: token.lease(),
-                }))
+                })))
             }
             other => {
+                // Given back before the lease: while it holds the lease, no other claim runs
+                // the job, so the place is nobody else's.
+                if cap.is_some() {
+                    self.release_place(candidate).await?;
+                }
                 self.cache().release_lease(candidate.id, holder).await?;
-                other.map(|_| None)
+                other.map(|_| Taken::Nothing)
             }
         }
+    }
+
+    fn cap(&self, job_type: &str) -> Option<u32> {
+        self.catalog.current().get(job_type)?.concurrency
+    }
+
+    /// Counts `job` among its type's running attempts unless `cap` are counted. At the cap, the
+    /// places of attempts whose lease is not held any more (their worker was lost, or it ended
+    /// without an outcome) are given back first: every claimed attempt holds its lease until its
+    /// place is given back.
+    async fn admit(&self, job: &Job, cap: u32) -> Result<bool, ApiError> {
+        let (cache, set) = (self.cache(), running_set(&job.job_type));
+        if cache.admit_in_flight(&set, job.id, cap).await?.is_some() {
+            return Ok(true);
+        }
+        for counted in cache.oldest_in_flight(&set, RECHECKED_RUNNING).await? {
+            if !cache.lease_held(counted).await? {
+                cache.release_in_flight(&set, counted).await?;
+            }
+        }
+        Ok(cache.admit_in_flight(&set, job.id, cap).await?.is_some())
+    }
+
+    async fn release_place(&self, job: &Job) -> Result<(), ApiError> {
+        let set = running_set(&job.job_type);
+        Ok(self.cache().release_in_flight(&set, job.id).await?)
     }
 
     /// Ends the lost attempt of `running` and, when attempts remain, starts the next.
@@ -457,15 +519,22 @@ impl ClaimService {
             return Err(ApiError::LeaseLost);
         }
         let job = self.ledger.get(id).await?;
-        match job {
-            Some(job) if job.status == JobStatus::Running && job.attempts == token.attempt => {
-                Ok((token, job))
-            }
+        let current = match job {
+            Some(job) if job.status == JobStatus::Running && job.attempts == token.attempt => job,
             _ => {
                 self.cache().release_lease(id, token.holder).await?;
-                Err(ApiError::LeaseLost)
+                return Err(ApiError::LeaseLost);
             }
+        };
+        // A lease that ran out may have lost its place among its type's running attempts too;
+        // it is taken again, or the lease is lost after all.
+        if let Some(cap) = self.cap(&current.job_type)
+            && !self.admit(&current, cap).await?
+        {
+            self.cache().release_lease(id, token.holder).await?;
+            return Err(ApiError::LeaseLost);
         }
+        Ok((token, current))
     }
 
     pub async fn heartbeat(
@@ -530,6 +599,9 @@ impl ClaimService {
             outcome,
         };
         let change = self.ledger.apply(job, &finish).await;
+        if matches!(change, Ok(Change::Applied(_))) && self.cap(&job.job_type).is_some() {
+            self.release_place(job).await?;
+        }
         self.cache().release_lease(job.id, token.holder).await?;
         match change? {
             Change::Applied(recorded) => {

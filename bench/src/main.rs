@@ -35,6 +35,14 @@ struct Args {
     /// jobs:read too, and the server a CONVEYOR_MAX_LONG_POLLS_PER_TENANT at least this high.
     #[arg(long, default_value_t = 0)]
     idle_long_polls: usize,
+    /// Run the jobs with this many HTTP workers of the load generator's own (claim, complete)
+    /// rather than the server's: `--type` is then registered as a `pull` type, and the token
+    /// needs `admin`.
+    #[arg(long, default_value_t = 0)]
+    pull_workers: usize,
+    /// Jobs each claim of a pull worker asks for (1 to 100).
+    #[arg(long, default_value_t = 10)]
+    claim_max: usize,
     /// Give up waiting for completions after this many seconds.
     #[arg(long, default_value_t = 120)]
     timeout_secs: u64,
@@ -54,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
     let finished_before = finished(&scraper, &metrics_urls, &args.job_type).await?;
 
     let idle = hold_idle_long_polls(&args).await?;
+    let pulled = start_pull_workers(&args).await?;
 
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -115,7 +124,10 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-        done = finished(&scraper, &metrics_urls, &args.job_type).await? - finished_before;
+        done = match &pulled {
+            Some(pulled) => pulled.completed.load(Ordering::Relaxed) as u64,
+            None => finished(&scraper, &metrics_urls, &args.job_type).await? - finished_before,
+        };
     }
     let end_to_end = started.elapsed();
 
@@ -128,6 +140,17 @@ async fn main() -> anyhow::Result<()> {
         "jobs            {} of type {} over {} connections",
         args.jobs, args.job_type, args.connections
     );
+    if let Some(pulled) = pulled {
+        for worker in pulled.tasks {
+            worker.abort();
+        }
+        println!(
+            "pull workers    {} claiming up to {} jobs at a time over HTTP ({} claims)",
+            args.pull_workers,
+            args.claim_max,
+            pulled.claims.load(Ordering::Relaxed)
+        );
+    }
     if args.idle_long_polls > 0 {
         println!(
             "idle long-polls {} held during the submissions ({idle_answers} answered early)",
@@ -152,6 +175,83 @@ async fn main() -> anyhow::Result<()> {
         end_to_end.as_secs_f64()
     );
     Ok(())
+}
+
+struct PullWorkers {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Jobs completed so far.
+    completed: Arc<AtomicUsize>,
+    claims: Arc<AtomicUsize>,
+}
+
+/// Registers `--type` as a pull type and starts `--pull-workers` HTTP workers that claim its
+/// jobs and complete each at once; `None` without `--pull-workers`.
+async fn start_pull_workers(args: &Args) -> anyhow::Result<Option<PullWorkers>> {
+    if args.pull_workers == 0 {
+        return Ok(None);
+    }
+    let client = reqwest::Client::new();
+    client
+        .put(format!("{}/v1/job-types/{}", args.urls[0], args.job_type))
+        .bearer_auth(&args.token)
+        .json(&json!({"mode": "pull", "payload_schema": {"type": "object"}}))
+        .send()
+        .await?
+        .error_for_status()
+        .with_context(|| format!("Failed to register `{}` as a pull type", args.job_type))?;
+    let (completed, claims) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let tasks = (0..args.pull_workers)
+        .map(|index| {
+            let base = args.urls[index % args.urls.len()].clone();
+            let claim = json!({"types": [args.job_type], "max": args.claim_max, "wait_ms": 1000});
+            let (client, token) = (client.clone(), args.token.clone());
+            let (completed, claims) = (completed.clone(), claims.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Ok(answer) =
+                        post(&client, &format!("{base}/v1/jobs/claim"), &token, &claim).await
+                    else {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    };
+                    claims.fetch_add(1, Ordering::Relaxed);
+                    for job in answer["jobs"].as_array().into_iter().flatten() {
+                        let done =
+                            json!({"lease": job["lease"]["token"], "result": job["payload"]});
+                        let url = format!(
+                            "{base}/v1/jobs/{}/complete",
+                            job["id"].as_str().unwrap_or_default()
+                        );
+                        if post(&client, &url, &token, &done).await.is_ok() {
+                            completed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    Ok(Some(PullWorkers {
+        tasks,
+        completed,
+        claims,
+    }))
+}
+
+/// POSTs `body`, insisting on a `2xx`; the answer's JSON.
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: &Value,
+) -> anyhow::Result<Value> {
+    let answer = client
+        .post(url)
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(answer.json().await?)
 }
 
 struct IdleLongPolls {

@@ -13,6 +13,8 @@ pub const DEFAULT_QUEUE: &str = "default";
 pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
 /// The longest time limit of one attempt, in milliseconds (a day).
 pub const TIMEOUT_MS_LIMIT: u64 = 24 * 60 * 60 * 1000;
+/// The highest cap on a type's attempts running at once.
+pub const CONCURRENCY_LIMIT: u32 = 100_000;
 /// The longest backoff between attempts, in milliseconds (a day).
 const BACKOFF_MS_LIMIT: u64 = 24 * 60 * 60 * 1000;
 
@@ -107,7 +109,10 @@ pub struct JobTypeSpec {
     pub timeout_ms: Option<u64>,
     #[serde(default)]
     pub backoff: Option<BackoffSpec>,
+    /// Most attempts of this type running at once across the deployment (1 to 100,000); no cap
+    /// when left out.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100000)]
     pub concurrency: Option<u32>,
 }
 
@@ -156,10 +161,12 @@ impl JobTypeSpec {
         if self.endpoint.is_some() {
             return Err(invalid("endpoint", "only push types have an endpoint"));
         }
-        if self.concurrency.is_some() {
+        if let Some(concurrency) = self.concurrency
+            && !(1..=CONCURRENCY_LIMIT).contains(&concurrency)
+        {
             return Err(invalid(
                 "concurrency",
-                "a deployment-wide concurrency cap is not available yet; leave it out",
+                format!("concurrency must be between 1 and {CONCURRENCY_LIMIT}"),
             ));
         }
         let queue = self.queue.unwrap_or_else(|| DEFAULT_QUEUE.into());
@@ -211,7 +218,7 @@ impl JobTypeSpec {
             max_attempts: self.max_attempts,
             timeout_ms: self.timeout_ms,
             backoff: self.backoff,
-            concurrency: None,
+            concurrency: self.concurrency,
         })
     }
 }
@@ -272,6 +279,10 @@ mod tests {
             (
                 json!({"mode": "pull", "payload_schema": {}, "endpoint": "http://x"}),
                 "endpoint",
+            ),
+            (
+                json!({"mode": "pull", "payload_schema": {}, "concurrency": 0}),
+                "concurrency",
             ),
         ];
         for (body, field) in cases {

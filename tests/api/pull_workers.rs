@@ -458,3 +458,60 @@ async fn a_bad_job_types_file_stops_the_start_naming_the_setting() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn a_types_concurrency_cap_holds_however_many_claim_and_frees_as_attempts_end() {
+    let app = spawn_app().await;
+    let Roles { admin, worker } = roles(&app);
+    let mut capped = resize_type();
+    capped["concurrency"] = json!(2);
+    let response = admin.put_type(RESIZE, &capped).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    for _ in 0..6 {
+        app.submit(json!({"type": RESIZE, "payload": {"url": "u"}}))
+            .await;
+    }
+    let claim = |lease_ms: u64, wait_ms: u64| {
+        worker.claim(json!({"types": [RESIZE], "max": 5, "wait_ms": wait_ms, "lease_ms": lease_ms}))
+    };
+    let mut running = Vec::new();
+    while running.len() < 2 {
+        running.extend(claim(30_000, 2_000).await);
+    }
+    assert_eq!(running.len(), 2, "{running:?}");
+    assert!(
+        claim(30_000, 300).await.is_empty(),
+        "a third attempt ran at once"
+    );
+
+    // One ends: its place is free for one more.
+    ok_json(worker.post(
+        &path(&running[0], "complete"),
+        &json!({"lease": lease(&running[0]), "result": 1}),
+    ))
+    .await;
+    let third = claim(1_000, 0).await;
+    assert_eq!(third.len(), 1, "{third:?}");
+
+    // Its lease runs out: its place is taken back for another attempt, and no more.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let fourth = claim(30_000, 2_000).await;
+    assert_eq!(fourth.len(), 1, "{fourth:?}");
+    assert!(
+        claim(30_000, 300).await.is_empty(),
+        "a third attempt ran at once"
+    );
+    let late = worker
+        .post(
+            &path(&third[0], "heartbeat"),
+            &json!({"lease": lease(&third[0])}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        late.status(),
+        StatusCode::CONFLICT,
+        "the lost attempt cannot take its place back over the cap"
+    );
+}
