@@ -203,28 +203,34 @@ impl JobStore {
 }
 
 impl JobStore {
-    /// Up to `limit` jobs of `types` waiting and due at `now`, oldest first: what HTTP workers
-    /// may claim. Read from the primary, where jobs are recorded first.
+    /// About `limit` jobs of `types` waiting and due at `now`, shared out among the types: each
+    /// type's oldest `queued` ones, and those `scheduled` or `retrying` that are due, the longest
+    /// due first. What HTTP workers may claim. Read from the primary, where jobs are recorded
+    /// first. One query per type and kind, so that each reads one range of the claim index in
+    /// order rather than sorting every waiting job of the types.
     pub async fn claimable(
         &self,
         types: &[String],
         now: DateTime<Utc>,
         limit: u64,
     ) -> Result<Vec<Job>, StoreError> {
-        let waiting = JobStatus::ALL
-            .into_iter()
-            .filter(|status| status.is_waiting())
-            .map(JobStatus::as_str);
-        let due = jobs::Entity::find()
-            .filter(jobs::Column::JobType.is_in(types))
-            .filter(jobs::Column::Status.is_in(waiting))
-            .filter(
-                Condition::any()
-                    .add(jobs::Column::RunAt.is_null())
-                    .add(jobs::Column::RunAt.lte(now)),
-            );
-        self.read_primary(due.order_by_asc(jobs::Column::Id).limit(limit))
-            .await
+        let per_type = limit.div_ceil(types.len().max(1) as u64);
+        let mut found = Vec::new();
+        for job_type in types {
+            let of_type = jobs::Entity::find().filter(jobs::Column::JobType.eq(job_type.as_str()));
+            let queued = of_type
+                .clone()
+                .filter(jobs::Column::Status.eq(JobStatus::Queued.as_str()))
+                .order_by_asc(jobs::Column::Id);
+            found.extend(self.read_primary(queued.limit(per_type)).await?);
+            let held = [JobStatus::Scheduled, JobStatus::Retrying].map(JobStatus::as_str);
+            let due = of_type
+                .filter(jobs::Column::Status.is_in(held))
+                .filter(jobs::Column::RunAt.lte(now))
+                .order_by_asc(jobs::Column::RunAt);
+            found.extend(self.read_primary(due.limit(per_type)).await?);
+        }
+        Ok(found)
     }
 
     /// Up to `limit` jobs of `types` that the store shows `running` since before `cutoff`, longest
