@@ -6,8 +6,8 @@
 //! lease, so a worker that lost its job (the lease ran out and another worker claimed it, or the
 //! rescuer put it back) changes nothing.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -36,6 +36,8 @@ const MAX_CLAIM_TYPES: usize = 32;
 /// How often a waiting claim looks in the store again: retries and scheduled jobs become due
 /// with time, which no change announces.
 const RESCAN: Duration = Duration::from_secs(1);
+/// Tenants whose queued jobs one claim looks at, per type.
+const TENANT_TURNS: usize = 8;
 /// Members of a type's set of running attempts checked for lost ones when the type is at its cap.
 const RECHECKED_RUNNING: usize = 32;
 /// The longest wait a failed job may ask for before its next attempt (a day).
@@ -269,6 +271,20 @@ impl Claim {
     }
 }
 
+/// Each tenant's jobs in `offered` one at a time in turn, the first tenant first: the first job
+/// of each, then the second of each, and so on.
+fn in_turns<T>(offered: Vec<Vec<T>>) -> Vec<T> {
+    let mut queues: Vec<std::vec::IntoIter<T>> = offered.into_iter().map(Vec::into_iter).collect();
+    let mut turns = Vec::new();
+    loop {
+        let before = turns.len();
+        turns.extend(queues.iter_mut().filter_map(Iterator::next));
+        if turns.len() == before {
+            return turns;
+        }
+    }
+}
+
 /// When the next attempt of a job whose attempt failed as `request` says may start; `None` for
 /// a failure that is not worth retrying.
 fn retry_at(
@@ -295,6 +311,9 @@ pub struct ClaimService {
     topics: Topics,
     /// Between attempts of a type that names no backoff of its own.
     backoff: Backoff,
+    /// Per type, the tenant whose job this process's claims took last: the next claim starts
+    /// with the tenant after it.
+    turns: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl ClaimService {
@@ -311,6 +330,7 @@ impl ClaimService {
             broker,
             topics,
             backoff,
+            turns: Arc::default(),
         }
     }
 
@@ -353,17 +373,35 @@ impl ClaimService {
         }
     }
 
-    /// Claims what the store shows due, taken in a random order among the oldest, so that
-    /// claimers asking at once mostly take different jobs; then, while fewer than `max` were
-    /// claimed, the longest running jobs whose lease ran out. (The rescuer finds those too, but
-    /// only a sweep or two after their lease ended.)
+    /// Claims what the store shows due: tenants take turns (from after the tenant served last,
+    /// for each type), each offering its oldest queued jobs; then jobs held until now (scheduled,
+    /// or retrying); then, while fewer than `max` were claimed, the longest running jobs whose
+    /// lease ran out (the rescuer finds those too, but only a sweep or two after their lease
+    /// ended).
     async fn claim_from_store(&self, claim: &Claim) -> Result<Vec<ClaimedJob>, ApiError> {
         let store = self.ledger.store();
         let now = Utc::now();
-        let mut candidates = store
-            .claimable(&claim.types, now, (claim.max * 4) as u64)
+        let mut candidates = Vec::new();
+        for job_type in &claim.types {
+            let after = self.turns.lock().unwrap().get(job_type).cloned();
+            let tenants = store
+                .tenants_queued(job_type, after.as_deref().unwrap_or_default(), TENANT_TURNS)
+                .await?;
+            // Twice what is wanted, for the jobs that other claimers take first.
+            let each = (2 * claim.max).div_ceil(tenants.len().max(1)) as u64;
+            let mut offered = Vec::new();
+            for tenant in &tenants {
+                let mut oldest = store.queued_of_tenant(job_type, tenant, each).await?;
+                oldest.shuffle(&mut rand::rng());
+                offered.push(oldest);
+            }
+            candidates.extend(in_turns(offered));
+        }
+        let mut held = store
+            .held_and_due(&claim.types, now, (2 * claim.max) as u64)
             .await?;
-        candidates.shuffle(&mut rand::rng());
+        held.shuffle(&mut rand::rng());
+        candidates.extend(held);
         let mut claimed = Vec::new();
         self.claim_among(&candidates, claim, &mut claimed).await?;
         if claimed.len() < claim.max {
@@ -372,6 +410,10 @@ impl ClaimService {
                 .running_of_types_before(&claim.types, started_before, claim.max as u64)
                 .await?;
             self.claim_among(&lost, claim, &mut claimed).await?;
+        }
+        let mut turns = self.turns.lock().unwrap();
+        for job in &claimed {
+            turns.insert(job.job.job_type.clone(), job.job.tenant.clone());
         }
         Ok(claimed)
     }
@@ -616,6 +658,13 @@ impl ClaimService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tenants_take_turns_one_job_each() {
+        let offered = vec![vec!["a1", "a2", "a3"], vec!["b1"], vec![], vec!["c1", "c2"]];
+        assert_eq!(in_turns(offered), ["a1", "b1", "c1", "a2", "c2", "a3"]);
+        assert!(in_turns::<u8>(vec![]).is_empty());
+    }
 
     #[test]
     fn a_lease_token_round_trips_and_nothing_else_passes_for_one() {

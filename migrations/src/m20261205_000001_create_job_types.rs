@@ -17,11 +17,13 @@ enum Jobs {
     Table,
     JobType,
     Status,
+    Tenant,
     Id,
 }
 
-/// HTTP claims look for a type's waiting jobs, oldest first.
-const CLAIMABLE: &str = "idx_jobs_type_status_id";
+/// HTTP claims take turns among the tenants with jobs of a type waiting, and take each tenant's
+/// oldest.
+const CLAIMABLE: &str = "idx_jobs_type_status_tenant_id";
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
@@ -45,6 +47,7 @@ impl MigrationTrait for Migration {
                     .if_not_exists()
                     .col(Jobs::JobType)
                     .col(Jobs::Status)
+                    .col(Jobs::Tenant)
                     .col(Jobs::Id)
                     .to_owned(),
             )

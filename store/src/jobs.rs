@@ -203,34 +203,74 @@ impl JobStore {
 }
 
 impl JobStore {
-    /// About `limit` jobs of `types` waiting and due at `now`, shared out among the types: each
-    /// type's oldest `queued` ones, and those `scheduled` or `retrying` that are due, the longest
-    /// due first. What HTTP workers may claim. Read from the primary, where jobs are recorded
-    /// first. One query per type and kind, so that each reads one range of the claim index in
-    /// order rather than sorting every waiting job of the types.
-    pub async fn claimable(
+    /// Up to `limit` tenants with `queued` jobs of `job_type`, in name order from just after
+    /// `after`, wrapping round to the first: whose turn it is at an HTTP claim. One probe of the
+    /// claim index per tenant, however many jobs each has queued.
+    pub async fn tenants_queued(
+        &self,
+        job_type: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut tenants: Vec<String> = Vec::new();
+        let (mut cursor, mut wrapped) = (after.to_owned(), after.is_empty());
+        while tenants.len() < limit {
+            let next: Option<String> = jobs::Entity::find()
+                .select_only()
+                .column(jobs::Column::Tenant)
+                .filter(jobs::Column::JobType.eq(job_type))
+                .filter(jobs::Column::Status.eq(JobStatus::Queued.as_str()))
+                .filter(jobs::Column::Tenant.gt(cursor.as_str()))
+                .order_by_asc(jobs::Column::Tenant)
+                .into_tuple()
+                .one(&self.db.write)
+                .await?;
+            match next {
+                Some(tenant) if tenants.first() == Some(&tenant) => break,
+                Some(tenant) => {
+                    cursor.clone_from(&tenant);
+                    tenants.push(tenant);
+                }
+                None if wrapped => break,
+                None => {
+                    wrapped = true;
+                    cursor.clear();
+                }
+            }
+        }
+        Ok(tenants)
+    }
+
+    /// The oldest `limit` `queued` jobs of `job_type` of `tenant`.
+    pub async fn queued_of_tenant(
+        &self,
+        job_type: &str,
+        tenant: &str,
+        limit: u64,
+    ) -> Result<Vec<Job>, StoreError> {
+        let queued = jobs::Entity::find()
+            .filter(jobs::Column::JobType.eq(job_type))
+            .filter(jobs::Column::Status.eq(JobStatus::Queued.as_str()))
+            .filter(jobs::Column::Tenant.eq(tenant))
+            .order_by_asc(jobs::Column::Id);
+        self.read_primary(queued.limit(limit)).await
+    }
+
+    /// Up to `limit` jobs of `types` held until a time (`scheduled`, or `retrying` after a failed
+    /// attempt) and due at `now`, the longest due first.
+    pub async fn held_and_due(
         &self,
         types: &[String],
         now: DateTime<Utc>,
         limit: u64,
     ) -> Result<Vec<Job>, StoreError> {
-        let per_type = limit.div_ceil(types.len().max(1) as u64);
-        let mut found = Vec::new();
-        for job_type in types {
-            let of_type = jobs::Entity::find().filter(jobs::Column::JobType.eq(job_type.as_str()));
-            let queued = of_type
-                .clone()
-                .filter(jobs::Column::Status.eq(JobStatus::Queued.as_str()))
-                .order_by_asc(jobs::Column::Id);
-            found.extend(self.read_primary(queued.limit(per_type)).await?);
-            let held = [JobStatus::Scheduled, JobStatus::Retrying].map(JobStatus::as_str);
-            let due = of_type
-                .filter(jobs::Column::Status.is_in(held))
-                .filter(jobs::Column::RunAt.lte(now))
-                .order_by_asc(jobs::Column::RunAt);
-            found.extend(self.read_primary(due.limit(per_type)).await?);
-        }
-        Ok(found)
+        let held = [JobStatus::Scheduled, JobStatus::Retrying].map(JobStatus::as_str);
+        let due = jobs::Entity::find()
+            .filter(jobs::Column::JobType.is_in(types))
+            .filter(jobs::Column::Status.is_in(held))
+            .filter(jobs::Column::RunAt.lte(now))
+            .order_by_asc(jobs::Column::RunAt);
+        self.read_primary(due.limit(limit)).await
     }
 
     /// Up to `limit` jobs of `types` that the store shows `running` since before `cutoff`, longest

@@ -515,3 +515,33 @@ async fn a_types_concurrency_cap_holds_however_many_claim_and_frees_as_attempts_
         "the lost attempt cannot take its place back over the cap"
     );
 }
+
+#[tokio::test]
+async fn a_tenants_deep_backlog_does_not_hold_back_another_tenants_job() {
+    let app = spawn_app().await;
+    let Roles { worker, .. } = registered(&app).await;
+    for _ in 0..20 {
+        app.submit(json!({"type": RESIZE, "payload": {"url": "deep"}}))
+            .await;
+    }
+    let other = app.as_tenant("globex");
+    let late = other
+        .submit(json!({"type": RESIZE, "payload": {"url": "late"}}))
+        .await;
+    // Claims read the store, which learns of jobs from the broker.
+    app.listed("/v1/jobs?type=resize", 20).await;
+    other.listed("/v1/jobs?type=resize", 1).await;
+
+    let mut tenants = Vec::new();
+    for _ in 0..2 {
+        let claimed = worker.claim(json!({"types": [RESIZE]})).await;
+        tenants.push(claimed[0]["tenant"].as_str().unwrap().to_owned());
+        if claimed[0]["id"] == late["id"] {
+            break;
+        }
+    }
+    assert!(
+        tenants.contains(&"globex".to_owned()),
+        "globex's job waited behind acme's backlog: {tenants:?}"
+    );
+}
