@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use conveyor_schemas::{FieldError, JobTypeCatalog, JobTypeInfo};
-use sea_orm::{ActiveValue, EntityTrait, QueryOrder, TransactionTrait};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ActiveValue, EntityTrait, QueryOrder};
 use tokio_util::sync::CancellationToken;
 
 use crate::entity::job_types;
@@ -55,20 +56,20 @@ impl JobTypeStore {
             definition: ActiveValue::Set(definition),
             updated_at: ActiveValue::Set(Utc::now()),
         };
-        let txn = self.db.write.begin().await?;
-        let existed = job_types::Entity::find_by_id(info.name.as_str())
-            .one(&txn)
-            .await?
-            .is_some();
-        if existed {
-            job_types::Entity::update(row).exec(&txn).await?;
-        } else {
-            job_types::Entity::insert(row)
-                .exec_without_returning(&txn)
-                .await?;
+        // Inserted unless the name is taken, then updated: two first registrations of one name
+        // at once make one type, not an error.
+        let inserted = job_types::Entity::insert(row.clone())
+            .on_conflict(
+                OnConflict::column(job_types::Column::Name)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db.write)
+            .await?;
+        if inserted == 0 {
+            job_types::Entity::update(row).exec(&self.db.write).await?;
         }
-        txn.commit().await?;
-        Ok(!existed)
+        Ok(inserted > 0)
     }
 
     /// Removes the type `name`; `false` when there was none.

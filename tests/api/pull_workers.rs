@@ -545,3 +545,17 @@ async fn a_tenants_deep_backlog_does_not_hold_back_another_tenants_job() {
         "globex's job waited behind acme's backlog: {tenants:?}"
     );
 }
+
+#[tokio::test]
+async fn registrations_of_one_new_name_at_once_make_one_type() {
+    let app = spawn_app().await;
+    let Roles { admin, .. } = roles(&app);
+    let puts = (0..6).map(|_| admin.put_type("racy", &resize_type()).send());
+    let mut statuses: Vec<u16> = futures_util::future::join_all(puts)
+        .await
+        .into_iter()
+        .map(|response| response.unwrap().status().as_u16())
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 201]);
+}
