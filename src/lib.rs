@@ -2,6 +2,7 @@
 //! them as `dev` (together), `api` or `worker`.
 
 mod backends;
+mod cli;
 pub mod config;
 mod job_types_file;
 pub mod token;
@@ -14,12 +15,15 @@ use conveyor_api::{
     InputLimits, JwksSettings, Policies, Secret,
 };
 use conveyor_store::redact;
-use conveyor_workers::{Pruner, Recorder, Registry, Rescuer, WorkerPool, WorkerSettings};
+use conveyor_workers::{Pruner, Recorder, Rescuer, WorkerPool, WorkerSettings};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use backends::{Backends, Role, journal_url};
+pub use cli::run;
 pub use config::{Cli, Command};
+pub use conveyor_schemas::JobTypeInfo;
+pub use conveyor_workers::{Handler, JobContext, JobError, Registry};
 
 use crate::backends::patiently;
 use crate::config::{BackendArgs, HttpArgs, LimitArgs, WorkerPoolArgs};
@@ -84,8 +88,15 @@ impl Running {
     }
 }
 
-/// Starts what `command` asks for. `migrate` and `token` finish before this returns.
+/// Starts what `command` asks for, with Conveyor's built-in handlers. `migrate` and `token` finish
+/// before this returns.
 pub async fn start(command: Command) -> anyhow::Result<Running> {
+    start_with(command, Registry::built_in()).await
+}
+
+/// Starts what `command` asks for; workers run the handlers of `registry`, and register the
+/// types of its own it brings.
+pub async fn start_with(command: Command, registry: Registry) -> anyhow::Result<Running> {
     let mut running = Running {
         port: None,
         jwt_secret: None,
@@ -113,7 +124,7 @@ pub async fn start(command: Command) -> anyhow::Result<Running> {
                 Some(secret.clone()),
             )
             .await?;
-            start_workers(&mut running, &backends, &args.workers, &tenants)?;
+            start_workers(&mut running, &backends, &args.workers, &tenants, registry).await?;
             print_dev_banner(&running, &args.backends, secret.expose());
             running.backends = Some(backends);
         }
@@ -143,7 +154,7 @@ pub async fn start(command: Command) -> anyhow::Result<Running> {
                 Backends::connect(&args.backends, Role::WorkerOnly, prefetch(&args.workers))
                     .await?;
             follow_job_types(&mut running, &backends);
-            start_workers(&mut running, &backends, &args.workers, &tenants)?;
+            start_workers(&mut running, &backends, &args.workers, &tenants, registry).await?;
             if let Some(listen) = &args.metrics_listen {
                 start_operations(&mut running, &backends, listen)?;
             }
@@ -259,6 +270,41 @@ fn dependencies(backends: &Backends) -> ApiDependencies {
     }
 }
 
+/// Registers the types a worker binary brings with its handlers (beyond Conveyor's built-in
+/// ones), so that every api replica accepts their jobs; refused, naming the type and the field,
+/// when one cannot be a type.
+async fn register_own_types(backends: &Backends, registry: &Registry) -> anyhow::Result<()> {
+    let types = registry.types();
+    if types.is_empty() {
+        return Ok(());
+    }
+    conveyor_schemas::JobTypeCatalog::with_registered(types.iter().cloned()).map_err(|error| {
+        anyhow::anyhow!(
+            "The worker's own job types cannot be registered: {}: {}",
+            error.field,
+            error.message
+        )
+    })?;
+    for info in types {
+        backends
+            .catalog
+            .store()
+            .put(info)
+            .await
+            .with_context(|| format!("Failed to register job type `{}`", info.name))?;
+    }
+    backends
+        .catalog
+        .refresh()
+        .await
+        .context("Failed to read the registered job types")?;
+    tracing::info!(
+        types = types.len(),
+        "Registered the worker's own job types."
+    );
+    Ok(())
+}
+
 /// Keeps the process's job types as the store has them, so that a type changed through any api
 /// replica is seen here within a second.
 fn follow_job_types(running: &mut Running, backends: &Backends) {
@@ -292,12 +338,14 @@ fn prefetch(workers: &WorkerPoolArgs) -> u16 {
     u16::try_from(workers.concurrency * 2).unwrap_or(u16::MAX)
 }
 
-fn start_workers(
+async fn start_workers(
     running: &mut Running,
     backends: &Backends,
     args: &WorkerPoolArgs,
     tenants: &str,
+    registry: Registry,
 ) -> anyhow::Result<()> {
+    register_own_types(backends, &registry).await?;
     // Only the weights matter here; the limits are the api's.
     let tenant_weights = Policies::with_overrides(DefaultLimits::default(), tenants)?.weights();
     if let Some(schedule) = backends.schedule.clone() {
@@ -310,7 +358,7 @@ fn start_workers(
     let pool = WorkerPool::new(
         backends.broker.clone(),
         backends.ledger.clone(),
-        Registry::built_in(),
+        registry,
         backends.catalog.clone(),
         backends.topics.clone(),
         WorkerSettings {

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::{DEFAULT_QUEUE, JobMode, JobTypeInfo};
+use crate::JobTypeInfo;
 
 const BUILT_IN: [(&str, &str); 3] = [
     ("echo", include_str!("../json/job-types/echo.schema.json")),
@@ -66,18 +66,7 @@ impl JobTypeCatalog {
                 .as_str()
                 .unwrap_or_default()
                 .to_owned();
-            let info = JobTypeInfo {
-                name: name.to_owned(),
-                description,
-                payload_schema: schema,
-                mode: JobMode::Builtin,
-                endpoint: None,
-                queue: DEFAULT_QUEUE.into(),
-                max_attempts: None,
-                timeout_ms: None,
-                backoff: None,
-                concurrency: None,
-            };
+            let info = JobTypeInfo::compiled(name, &description, schema);
             let validator = compile(&info).expect("built-in schemas are valid schemas");
             types.insert(name.to_owned(), Entry { info, validator });
         }
@@ -156,6 +145,7 @@ impl JobTypeCatalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::JobMode;
     use serde_json::json;
 
     #[test]

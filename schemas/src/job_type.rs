@@ -22,7 +22,8 @@ const BACKOFF_MS_LIMIT: u64 = 24 * 60 * 60 * 1000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobMode {
-    /// By a handler compiled into Conveyor's workers (`echo`, `sleep`, `fail`).
+    /// By a handler compiled into the worker binary: Conveyor's own (`echo`, `sleep`, `fail`),
+    /// or one built on its crates.
     Builtin,
     /// By workers of any language that claim jobs over HTTP (`POST /v1/jobs/claim`).
     Pull,
@@ -82,6 +83,25 @@ pub struct JobTypeInfo {
     /// Most attempts of this type running at once across the deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
+}
+
+impl JobTypeInfo {
+    /// A type whose jobs a handler compiled into a worker binary runs (Conveyor's own, or one
+    /// built on its crates), with the queue and the defaults of the deployment.
+    pub fn compiled(name: &str, description: &str, payload_schema: Value) -> JobTypeInfo {
+        JobTypeInfo {
+            name: name.to_owned(),
+            description: description.to_owned(),
+            payload_schema,
+            mode: JobMode::Builtin,
+            endpoint: None,
+            queue: DEFAULT_QUEUE.into(),
+            max_attempts: None,
+            timeout_ms: None,
+            backoff: None,
+            concurrency: None,
+        }
+    }
 }
 
 /// The body of `PUT /v1/job-types/{name}`, and of each type in the types file.
