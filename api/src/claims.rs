@@ -529,13 +529,18 @@ impl ClaimService {
                 self.ended(&rescued).await?;
                 Ok(Change::Applied(rescued))
             }
-            Change::Applied(rescued) => Ok(self.ledger.apply(&rescued, &Event::Start).await?),
+            Change::Applied(rescued) => {
+                self.ended(&rescued).await?;
+                Ok(self.ledger.apply(&rescued, &Event::Start).await?)
+            }
             declined => Ok(declined),
         }
     }
 
-    /// What a job that failed for good calls for: its dead letter.
+    /// What the end of an attempt calls for: it is counted, and a job that failed for good is
+    /// dead-lettered.
     async fn ended(&self, job: &Job) -> Result<(), ApiError> {
+        conveyor_store::metrics::attempt_finished(job);
         if job.status == JobStatus::Failed {
             dead_letter(&*self.broker, &self.topics, job)
                 .await

@@ -11,6 +11,7 @@ mod jobs;
 mod journal;
 mod ledger;
 mod limits;
+pub mod metrics;
 mod partitions;
 mod schedule;
 mod watchers;

@@ -152,6 +152,8 @@ async fn an_operator_registers_a_type_and_an_http_worker_runs_its_jobs() {
     assert_eq!(done["status"], "succeeded");
     let seen = app.job(job["id"].as_str().unwrap()).await;
     assert_eq!(seen["result"], json!({"width": 64}));
+    let finished = r#"conveyor_jobs_finished_total{outcome="succeeded",type="resize"}"#;
+    assert_eq!(app.metric_reaches(finished, 1.0).await, 1.0);
 
     let again = worker
         .post(

@@ -5,8 +5,6 @@ use chrono::Utc;
 use conveyor_events::{Broker, BrokerError, Lane, Topics, dead_letter, hold_until};
 use conveyor_schemas::{Job, JobStatus};
 
-use crate::metrics;
-
 /// Sends what `recorded` (a change just made to the job by a worker or the rescuer) calls for; a
 /// next attempt on `lane`.
 pub(crate) async fn follow_up(
@@ -15,9 +13,7 @@ pub(crate) async fn follow_up(
     lane: Lane,
     recorded: &Job,
 ) -> Result<(), BrokerError> {
-    metrics::FINISHED
-        .with_label_values(&[&recorded.job_type, recorded.status.as_str()])
-        .inc();
+    conveyor_store::metrics::attempt_finished(recorded);
     match recorded.status {
         JobStatus::Retrying => {
             let at = recorded.run_at.unwrap_or_else(Utc::now);

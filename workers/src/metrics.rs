@@ -5,15 +5,6 @@ use prometheus::{
     register_int_counter, register_int_counter_vec, register_int_gauge,
 };
 
-pub(crate) static FINISHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!(
-        "conveyor_jobs_finished_total",
-        "Attempts finished, by job type and outcome (succeeded, retrying, failed, cancelled).",
-        &["type", "outcome"]
-    )
-    .unwrap()
-});
-
 pub(crate) static RUN_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     register_histogram_vec!(
         "conveyor_job_run_seconds",
