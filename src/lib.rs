@@ -278,6 +278,13 @@ async fn register_own_types(backends: &Backends, registry: &Registry) -> anyhow:
     if types.is_empty() {
         return Ok(());
     }
+    if let Some(capped) = types.iter().find(|info| info.concurrency.is_some()) {
+        anyhow::bail!(
+            "The worker's own job type `{}` sets concurrency, which the worker pool does not \
+             honour yet (HTTP claims of pull types do); leave it out",
+            capped.name
+        );
+    }
     conveyor_schemas::JobTypeCatalog::with_registered(types.iter().cloned()).map_err(|error| {
         anyhow::anyhow!(
             "The worker's own job types cannot be registered: {}: {}",
