@@ -10,7 +10,7 @@ use conveyor_api::JwksError;
 use conveyor_events::{Broker, BrokerError, BrokerKind, MemoryBroker, Scheduled, Topics, Topology};
 use conveyor_kafka::{KafkaBroker, KafkaSettings};
 use conveyor_redis::RedisCache;
-use conveyor_schemas::Backoff;
+use conveyor_schemas::{Backoff, JobTypeInfo};
 use conveyor_store::{
     Cache, CacheKind, Database, JobStore, JobTypeStore, Ledger, LiveCatalog, MemoryCache,
     MemoryRateLimiter, RateLimiter, SqlJournal, SqlSchedule, StoreError,
@@ -186,17 +186,23 @@ async fn job_types(args: &BackendArgs, database: &Database) -> anyhow::Result<Ar
     let store = JobTypeStore::new(database.clone());
     if let Some(path) = &args.job_types_file {
         let types = crate::job_types_file::read(path)?;
-        for info in &types {
-            store
-                .put(info)
-                .await
-                .with_context(|| format!("Failed to register job type `{}`", info.name))?;
-        }
+        register(&store, &types).await?;
         tracing::info!(types = types.len(), file = %path.display(), "Job types registered from CONVEYOR_JOB_TYPES_FILE.");
     }
     LiveCatalog::load(store)
         .await
         .context("Failed to read the registered job types")
+}
+
+/// Puts `types` in the store, each registered or replaced.
+pub(crate) async fn register(store: &JobTypeStore, types: &[JobTypeInfo]) -> anyhow::Result<()> {
+    for info in types {
+        store
+            .put(info)
+            .await
+            .with_context(|| format!("Failed to register job type `{}`", info.name))?;
+    }
+    Ok(())
 }
 
 /// Errors worth waiting out (a dependency that is down or starting) rather than giving up on.

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context;
-use conveyor_schemas::{FieldError, JobTypeCatalog, JobTypeInfo, JobTypeSpec};
+use conveyor_schemas::{FieldError, JobTypeInfo, JobTypeSpec};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -47,9 +47,7 @@ fn parse(text: &str) -> Result<Vec<JobTypeInfo>, String> {
         }
         let spec: JobTypeSpec =
             serde_json::from_value(table).map_err(|error| format!("job_types.{name}: {error}"))?;
-        let info = spec.define(&name).map_err(at)?;
-        JobTypeCatalog::with_registered([info.clone()]).map_err(at)?;
-        types.push(info);
+        types.push(spec.define(&name).map_err(at)?);
     }
     Ok(types)
 }

@@ -292,14 +292,7 @@ async fn register_own_types(backends: &Backends, registry: &Registry) -> anyhow:
             error.message
         )
     })?;
-    for info in types {
-        backends
-            .catalog
-            .store()
-            .put(info)
-            .await
-            .with_context(|| format!("Failed to register job type `{}`", info.name))?;
-    }
+    backends::register(backends.catalog.store(), types).await?;
     backends
         .catalog
         .refresh()

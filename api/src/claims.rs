@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use conveyor_events::{Broker, Topics, dead_letter};
-use conveyor_schemas::lifecycle::{Event, Kept, Outcome};
+use conveyor_schemas::lifecycle::{self, Event, Kept, Outcome};
 use conveyor_schemas::{Backoff, Job, JobMode, JobStatus, JobTypeCatalog};
 use conveyor_store::{Cache, Change, Ledger, LiveCatalog};
 use rand::seq::SliceRandom;
@@ -303,7 +303,6 @@ fn retry_at(
     Some(now + chrono::Duration::from_std(delay).unwrap_or_default())
 }
 
-#[derive(Clone)]
 pub struct ClaimService {
     ledger: Ledger,
     catalog: Arc<LiveCatalog>,
@@ -313,7 +312,7 @@ pub struct ClaimService {
     backoff: Backoff,
     /// Per type, the tenant whose job this process's claims took last: the next claim starts
     /// with the tenant after it.
-    turns: Arc<Mutex<HashMap<String, String>>>,
+    turns: Mutex<HashMap<String, String>>,
 }
 
 impl ClaimService {
@@ -330,7 +329,7 @@ impl ClaimService {
             broker,
             topics,
             backoff,
-            turns: Arc::default(),
+            turns: Mutex::default(),
         }
     }
 
@@ -525,13 +524,13 @@ impl ClaimService {
             attempt: running.attempts,
         };
         match self.ledger.apply(running, &lost).await? {
-            Change::Applied(rescued) if rescued.status.is_terminal() => {
-                self.ended(&rescued).await?;
-                Ok(Change::Applied(rescued))
-            }
             Change::Applied(rescued) => {
                 self.ended(&rescued).await?;
-                Ok(self.ledger.apply(&rescued, &Event::Start).await?)
+                if rescued.status.is_terminal() {
+                    Ok(Change::Applied(rescued))
+                } else {
+                    Ok(self.ledger.apply(&rescued, &Event::Start).await?)
+                }
             }
             declined => Ok(declined),
         }
@@ -567,7 +566,7 @@ impl ClaimService {
         }
         let job = self.ledger.get(id).await?;
         let current = match job {
-            Some(job) if job.status == JobStatus::Running && job.attempts == token.attempt => job,
+            Some(job) if lifecycle::running_attempt(&job, token.attempt) => job,
             _ => {
                 self.cache().release_lease(id, token.holder).await?;
                 return Err(ApiError::LeaseLost);

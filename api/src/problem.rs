@@ -290,6 +290,12 @@ impl ApiError {
     }
 }
 
+impl From<FieldError> for ApiError {
+    fn from(FieldError { field, message }: FieldError) -> Self {
+        ApiError::InvalidField { field, message }
+    }
+}
+
 impl From<conveyor_store::StoreError> for ApiError {
     fn from(error: conveyor_store::StoreError) -> Self {
         use conveyor_store::StoreError::*;

@@ -201,10 +201,7 @@ impl JobService {
             return Err(ApiError::JobTypeNotAllowed(request.job_type));
         }
         let catalog = self.catalog();
-        self.validate(&catalog, &request)?;
-        let job_type = catalog
-            .get(&request.job_type)
-            .ok_or_else(|| ApiError::UnknownJobType(request.job_type.clone()))?;
+        let job_type = self.validate(&catalog, &request)?;
         let mut job = self.new_job(caller, job_type, request, idempotency_key);
         let mut claim = None;
         if let Some(key) = &job.idempotency_key {
@@ -308,7 +305,12 @@ impl JobService {
         Ok(())
     }
 
-    fn validate(&self, catalog: &JobTypeCatalog, request: &SubmitJob) -> Result<(), ApiError> {
+    /// The request's job type, once the request is one that can be accepted.
+    fn validate<'a>(
+        &self,
+        catalog: &'a JobTypeCatalog,
+        request: &SubmitJob,
+    ) -> Result<&'a JobTypeInfo, ApiError> {
         if let Some(max_attempts) = request.max_attempts
             && !(1..=MAX_ATTEMPTS_LIMIT).contains(&max_attempts)
         {

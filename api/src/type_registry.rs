@@ -4,9 +4,7 @@ use std::sync::Arc;
 
 use conveyor_events::{Broker, Topics, dead_letter};
 use conveyor_schemas::lifecycle::{Event, Kept};
-use conveyor_schemas::{
-    FieldError, JobStatus, JobTypeCatalog, JobTypeInfo, JobTypeSpec, is_built_in,
-};
+use conveyor_schemas::{JobStatus, JobTypeInfo, JobTypeSpec, is_built_in, taken_by_built_in};
 use conveyor_store::{Change, Ledger, LiveCatalog};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -24,25 +22,11 @@ pub struct JobTypeRemoved {
     pub failed_jobs: u64,
 }
 
-#[derive(Clone)]
 pub struct TypeRegistry {
     catalog: Arc<LiveCatalog>,
     ledger: Ledger,
     broker: Arc<dyn Broker>,
     topics: Topics,
-}
-
-fn invalid(FieldError { field, message }: FieldError) -> ApiError {
-    ApiError::InvalidField { field, message }
-}
-
-fn built_in(name: &str) -> ApiError {
-    ApiError::InvalidField {
-        field: "name".into(),
-        message: format!(
-            "`{name}` is a built-in type: it cannot be registered, replaced or removed"
-        ),
-    }
 }
 
 impl TypeRegistry {
@@ -67,11 +51,7 @@ impl TypeRegistry {
         name: &str,
         spec: JobTypeSpec,
     ) -> Result<(JobTypeInfo, bool), ApiError> {
-        if is_built_in(name) {
-            return Err(built_in(name));
-        }
-        let info = spec.define(name).map_err(invalid)?;
-        JobTypeCatalog::with_registered([info.clone()]).map_err(invalid)?;
+        let info = spec.define(name)?;
         let created = self.catalog.store().put(&info).await?;
         self.catalog.refresh().await?;
         tracing::info!(job_type = name, created, "Job type registered.");
@@ -99,7 +79,7 @@ impl TypeRegistry {
     /// fails them (and dead-letters them, like any job that failed for good).
     pub async fn remove(&self, name: &str, force: bool) -> Result<JobTypeRemoved, ApiError> {
         if is_built_in(name) {
-            return Err(built_in(name));
+            return Err(taken_by_built_in(name).into());
         }
         let store = self.ledger.store();
         if self.catalog.store().get(name).await?.is_none() {

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::JobTypeInfo;
+use crate::{JobTypeInfo, taken_by_built_in};
 
 const BUILT_IN: [(&str, &str); 3] = [
     ("echo", include_str!("../json/job-types/echo.schema.json")),
@@ -80,10 +80,7 @@ impl JobTypeCatalog {
         let mut catalog = JobTypeCatalog::built_in();
         for info in registered {
             if is_built_in(&info.name) {
-                return Err(FieldError {
-                    field: "name".into(),
-                    message: format!("`{}` is a built-in type", info.name),
-                });
+                return Err(taken_by_built_in(&info.name));
             }
             let validator = compile(&info)?;
             catalog
@@ -97,6 +94,11 @@ impl JobTypeCatalog {
         self.types.values().map(|entry| &entry.info)
     }
 
+    /// The types registered beyond the built-in ones, by name.
+    pub fn registered(&self) -> impl Iterator<Item = &JobTypeInfo> {
+        self.types().filter(|info| !is_built_in(&info.name))
+    }
+
     pub fn get(&self, job_type: &str) -> Option<&JobTypeInfo> {
         self.types.get(job_type).map(|entry| &entry.info)
     }
@@ -105,8 +107,13 @@ impl JobTypeCatalog {
         self.types.contains_key(job_type)
     }
 
-    /// Checks a payload against its type's schema, naming every offending field.
-    pub fn validate(&self, job_type: &str, payload: &Value) -> Result<(), PayloadRejected> {
+    /// Checks a payload against its type's schema, naming every offending field; the type, when
+    /// it passes.
+    pub fn validate(
+        &self,
+        job_type: &str,
+        payload: &Value,
+    ) -> Result<&JobTypeInfo, PayloadRejected> {
         let entry = self
             .types
             .get(job_type)
@@ -132,7 +139,7 @@ impl JobTypeCatalog {
             })
             .collect();
         if errors.is_empty() {
-            Ok(())
+            Ok(&entry.info)
         } else {
             Err(PayloadRejected::Invalid {
                 job_type: job_type.to_owned(),

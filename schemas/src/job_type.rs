@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::{Backoff, FieldError};
+use crate::catalog::compile;
+use crate::{Backoff, FieldError, is_built_in};
 
 /// The queue of a type that names none.
 pub const DEFAULT_QUEUE: &str = "default";
@@ -146,6 +147,14 @@ pub fn valid_name(name: &str) -> bool {
         && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
 }
 
+/// Why `name`, a built-in type's, cannot be registered, replaced or removed.
+pub fn taken_by_built_in(name: &str) -> FieldError {
+    invalid(
+        "name",
+        format!("`{name}` is a built-in type: it cannot be registered, replaced or removed"),
+    )
+}
+
 fn invalid(field: &str, message: impl Into<String>) -> FieldError {
     FieldError {
         field: field.into(),
@@ -154,14 +163,17 @@ fn invalid(field: &str, message: impl Into<String>) -> FieldError {
 }
 
 impl JobTypeSpec {
-    /// The type `name` as this spec defines it, or the first field that cannot be so. The payload
-    /// schema is compiled by the catalog, which names it when it is not a schema.
+    /// The type `name` as this spec defines it, or the first field that cannot be so: over HTTP,
+    /// from the types file, checked alike.
     pub fn define(self, name: &str) -> Result<JobTypeInfo, FieldError> {
         if !valid_name(name) {
             return Err(invalid(
                 "name",
                 format!("`{name}` is not a job type name: use [a-z0-9][a-z0-9._-]{{0,62}}"),
             ));
+        }
+        if is_built_in(name) {
+            return Err(taken_by_built_in(name));
         }
         match self.mode {
             JobMode::Builtin => {
@@ -228,7 +240,7 @@ impl JobTypeSpec {
                 "payload_schema must be a JSON Schema: an object (or true/false)",
             ));
         }
-        Ok(JobTypeInfo {
+        let info = JobTypeInfo {
             name: name.to_owned(),
             description: self.description.unwrap_or_default(),
             payload_schema: self.payload_schema,
@@ -239,7 +251,9 @@ impl JobTypeSpec {
             timeout_ms: self.timeout_ms,
             backoff: self.backoff,
             concurrency: self.concurrency,
-        })
+        };
+        compile(&info)?;
+        Ok(info)
     }
 }
 
@@ -309,9 +323,16 @@ mod tests {
             let error = spec(body.clone()).define("t").unwrap_err();
             assert_eq!(error.field, field, "{body}");
         }
-        let error = spec(json!({"mode": "pull", "payload_schema": {}}))
-            .define("Bad")
-            .unwrap_err();
-        assert_eq!(error.field, "name");
+        for name in ["Bad", "echo"] {
+            let error = spec(json!({"mode": "pull", "payload_schema": {}}))
+                .define(name)
+                .unwrap_err();
+            assert_eq!(error.field, "name", "{name}");
+        }
+        let not_a_schema = spec(json!({"mode": "pull", "payload_schema": {"type": "nothing"}}));
+        assert_eq!(
+            not_a_schema.define("t").unwrap_err().field,
+            "payload_schema"
+        );
     }
 }

@@ -12,7 +12,7 @@ pub use catalog::{FieldError, JobTypeCatalog, PayloadRejected, is_built_in};
 pub use job::{Job, JobStatus};
 pub use job_type::{
     BackoffSpec, DEFAULT_QUEUE, JobMode, JobTypeInfo, JobTypeSpec, MAX_ATTEMPTS_LIMIT,
-    TIMEOUT_MS_LIMIT, valid_name,
+    TIMEOUT_MS_LIMIT, taken_by_built_in, valid_name,
 };
 
 /// The JSON Schema of [`Job`], checked against the Rust mirror in tests.

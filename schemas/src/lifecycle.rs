@@ -197,7 +197,8 @@ pub fn decide(job: &Job, event: &Event, now: DateTime<Utc>) -> Decision {
     Apply(Box::new(next))
 }
 
-fn running_attempt(job: &Job, attempt: u32) -> bool {
+/// Whether `job` is running `attempt` now: the one attempt whose worker may report on it.
+pub fn running_attempt(job: &Job, attempt: u32) -> bool {
     job.status == JobStatus::Running && job.attempts == attempt
 }
 

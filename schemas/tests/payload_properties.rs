@@ -162,7 +162,7 @@ fn for_every_type(
 
 fn errors_of(job_type: &str, payload: &Value) -> Vec<FieldError> {
     match JobTypeCatalog::built_in().validate(job_type, payload) {
-        Ok(()) => Vec::new(),
+        Ok(_) => Vec::new(),
         Err(PayloadRejected::Invalid { errors, .. }) => errors,
         Err(PayloadRejected::UnknownType(name)) => panic!("`{name}` is a built-in type"),
     }

@@ -95,7 +95,6 @@ fn decode(row: &job_types::Model) -> Result<JobTypeInfo, StoreError> {
 pub struct LiveCatalog {
     store: JobTypeStore,
     current: RwLock<Arc<JobTypeCatalog>>,
-    registered: RwLock<Vec<JobTypeInfo>>,
 }
 
 impl LiveCatalog {
@@ -104,7 +103,6 @@ impl LiveCatalog {
         let live = Arc::new(LiveCatalog {
             store,
             current: RwLock::new(Arc::new(JobTypeCatalog::built_in())),
-            registered: RwLock::default(),
         });
         live.refresh().await?;
         Ok(live)
@@ -121,10 +119,10 @@ impl LiveCatalog {
     /// Reads the registered types again, rebuilding the catalog when they changed.
     pub async fn refresh(&self) -> Result<(), StoreError> {
         let registered = self.store.list().await?;
-        if *self.registered.read().unwrap() == registered {
+        if self.current().registered().eq(registered.iter()) {
             return Ok(());
         }
-        let catalog = JobTypeCatalog::with_registered(registered.clone()).map_err(
+        let catalog = JobTypeCatalog::with_registered(registered).map_err(
             |FieldError { field, message }| {
                 StoreError::Database(format!(
                     "a stored job type is invalid at {field}: {message}"
@@ -132,7 +130,6 @@ impl LiveCatalog {
             },
         )?;
         *self.current.write().unwrap() = Arc::new(catalog);
-        *self.registered.write().unwrap() = registered;
         Ok(())
     }
 
