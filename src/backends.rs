@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use conveyor_amqp::{AmqpBroker, AmqpSettings, QueueType};
 use conveyor_api::JwksError;
-use conveyor_events::{Broker, BrokerError, BrokerKind, MemoryBroker, Scheduled, Topics, Topology};
+use conveyor_events::{
+    Broker, BrokerError, BrokerKind, MemoryBroker, Queues, Scheduled, Topics, Topology,
+};
 use conveyor_kafka::{KafkaBroker, KafkaSettings};
 use conveyor_redis::RedisCache;
 use conveyor_schemas::{Backoff, JobTypeInfo};
@@ -24,14 +26,14 @@ const MAX_RETRY: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct Backends {
-    pub broker: Arc<dyn Broker>,
+    /// The broker, by queue.
+    pub queues: Arc<Queues>,
     pub ledger: Ledger,
     pub database: Database,
     /// The job types, as the store has them (refreshed by [`LiveCatalog::follow`]).
     pub catalog: Arc<LiveCatalog>,
     /// Between attempts of jobs whose type names no backoff (`CONVEYOR_RETRY_*`).
     pub backoff: Backoff,
-    pub topics: Topics,
     /// Rate limits: in-process, or shared through Redis when that is the cache.
     pub rate_limiter: Arc<dyn RateLimiter>,
     /// Where delayed messages wait when the broker has no durable delays of its own; some
@@ -97,7 +99,13 @@ impl Backends {
             max: Duration::from_millis(args.retry_max_ms),
         };
         let topics = Topics::new(args.topic_prefix.clone());
-        let topology = Topology::conveyor(&topics);
+        let known: Vec<String> = catalog
+            .current()
+            .queues()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let topology = Topology::conveyor(&topics, known.iter().map(String::as_str));
         let (cache, rate_limiter): (Arc<dyn Cache>, Arc<dyn RateLimiter>) = match &cache_kind {
             CacheKind::Memory => (
                 Arc::new(MemoryCache::new()),
@@ -118,12 +126,11 @@ impl Backends {
                 ));
                 let broker = MemoryBroker::durable(journal.clone(), &topology).await?;
                 return Ok(Backends {
-                    broker: Arc::new(broker),
+                    queues: Arc::new(Queues::new(Arc::new(broker), topics, known)),
                     ledger,
                     database,
                     catalog,
                     backoff,
-                    topics,
                     rate_limiter,
                     schedule: None,
                     journal: Some(journal),
@@ -153,12 +160,11 @@ impl Backends {
         // Kafka and RabbitMQ: delayed messages wait in the database, not in the broker.
         let scheduled = Scheduled::new(external, Arc::new(SqlSchedule::new(&database)));
         Ok(Backends {
-            broker: Arc::new(scheduled.clone()),
+            queues: Arc::new(Queues::new(Arc::new(scheduled.clone()), topics, known)),
             ledger,
             database,
             catalog,
             backoff,
-            topics,
             rate_limiter,
             schedule: Some(scheduled),
             journal: None,

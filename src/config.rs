@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use conveyor_api::Secret;
+use conveyor_workers::QueueChoice;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -250,6 +251,32 @@ pub struct WorkerPoolArgs {
     /// least 24: an Idempotency-Key is remembered for a day, and must not outlive its job.
     #[arg(long, env = "CONVEYOR_JOB_RETENTION_HOURS", default_value_t = 168, value_parser = retention_hours)]
     pub job_retention_hours: u64,
+    /// The queues whose jobs this process runs, comma-separated (`--queues mail,thumbnails`);
+    /// unset: every queue some job type names, and each new one as it is registered. The
+    /// recorder in every worker process records every queue all the same.
+    #[arg(long, env = "CONVEYOR_QUEUES", value_delimiter = ',', value_parser = queue_name)]
+    pub queues: Vec<String>,
+}
+
+impl WorkerPoolArgs {
+    pub fn queue_choice(&self) -> QueueChoice {
+        if self.queues.is_empty() {
+            QueueChoice::Every
+        } else {
+            QueueChoice::Only(self.queues.clone())
+        }
+    }
+}
+
+fn queue_name(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if conveyor_schemas::valid_name(value) {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "`{value}` is not a queue name: use [a-z0-9][a-z0-9._-]{{0,62}}"
+        ))
+    }
 }
 
 fn retention_hours(value: &str) -> Result<u64, String> {

@@ -214,7 +214,6 @@ async fn start_api(
             max_wait: Duration::from_secs(http.max_wait_secs),
             default_max_attempts: http.default_max_attempts,
             backoff: backends.backoff,
-            topics: backends.topics.clone(),
             backlog_after: (http.limits.tenant_backlog_after > 0)
                 .then_some(http.limits.tenant_backlog_after),
             http_workers: http.http_workers,
@@ -262,7 +261,7 @@ fn policies(args: &LimitArgs, tenants: &str) -> anyhow::Result<Policies> {
 
 fn dependencies(backends: &Backends) -> ApiDependencies {
     ApiDependencies {
-        broker: backends.broker.clone(),
+        queues: backends.queues.clone(),
         ledger: backends.ledger.clone(),
         database: backends.database.clone(),
         catalog: backends.catalog.clone(),
@@ -277,13 +276,6 @@ async fn register_own_types(backends: &Backends, registry: &Registry) -> anyhow:
     let types = registry.types();
     if types.is_empty() {
         return Ok(());
-    }
-    if let Some(capped) = types.iter().find(|info| info.concurrency.is_some()) {
-        anyhow::bail!(
-            "The worker's own job type `{}` sets concurrency, which the worker pool does not \
-             honour yet (HTTP claims of pull types do); leave it out",
-            capped.name
-        );
     }
     conveyor_schemas::JobTypeCatalog::with_registered(types.iter().cloned()).map_err(|error| {
         anyhow::anyhow!(
@@ -321,7 +313,7 @@ fn start_operations(
     backends: &Backends,
     listen: &str,
 ) -> anyhow::Result<()> {
-    let server = Api::bind_operations(listen, dependencies(backends), backends.topics.clone())
+    let server = Api::bind_operations(listen, dependencies(backends))
         .with_context(|| format!("Failed to listen on {listen}"))?;
     running.port = Some(server.port());
     running.api = Some(server.handle());
@@ -356,11 +348,10 @@ async fn start_workers(
         });
     }
     let pool = WorkerPool::new(
-        backends.broker.clone(),
+        backends.queues.clone(),
         backends.ledger.clone(),
         registry,
         backends.catalog.clone(),
-        backends.topics.clone(),
         WorkerSettings {
             concurrency: args.concurrency as usize,
             tenant_share_percent: args.tenant_slot_share,
@@ -368,17 +359,18 @@ async fn start_workers(
             default_timeout: Duration::from_millis(args.job_timeout_ms),
             backoff: backends.backoff,
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+            queues: args.queue_choice(),
         },
     );
     let recorder = Recorder::new(
-        backends.broker.clone(),
+        backends.queues.clone(),
         backends.ledger.clone(),
-        backends.topics.clone(),
+        backends.catalog.clone(),
     );
     let rescuer = Rescuer::new(
-        backends.broker.clone(),
+        backends.queues.clone(),
         backends.ledger.clone(),
-        backends.topics.clone(),
+        backends.catalog.clone(),
         Duration::from_millis(args.rescue_every_ms),
     );
     let shutdown = running.shutdown.clone();

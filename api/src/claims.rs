@@ -11,10 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use conveyor_events::{Broker, Topics, dead_letter};
+use conveyor_events::{Queues, dead_letter};
 use conveyor_schemas::lifecycle::{self, Event, Kept, Outcome};
 use conveyor_schemas::{Backoff, Job, JobMode, JobStatus, JobTypeCatalog};
-use conveyor_store::{Cache, Change, Ledger, LiveCatalog};
+use conveyor_store::{
+    Cache, Change, Ledger, LiveCatalog, give_back_running_place, take_running_place,
+};
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -38,8 +40,6 @@ const MAX_CLAIM_TYPES: usize = 32;
 const RESCAN: Duration = Duration::from_secs(1);
 /// Tenants whose queued jobs one claim looks at, per type.
 const TENANT_TURNS: usize = 8;
-/// Members of a type's set of running attempts checked for lost ones when the type is at its cap.
-const RECHECKED_RUNNING: usize = 32;
 /// The longest wait a failed job may ask for before its next attempt (a day).
 const MAX_RETRY_AFTER_MS: u64 = 24 * 60 * 60 * 1000;
 
@@ -182,13 +182,6 @@ impl LeaseToken {
     }
 }
 
-/// The cache counts a type's running attempts (for its `concurrency`) in a set of the kind that
-/// counts a tenant's unfinished jobs, under a name no tenant can have: a tenant claim holds no
-/// control character.
-fn running_set(job_type: &str) -> String {
-    format!("\u{1}running:{job_type}")
-}
-
 fn expires(lease_ms: u64) -> DateTime<Utc> {
     Utc::now() + chrono::Duration::milliseconds(lease_ms as i64)
 }
@@ -306,8 +299,7 @@ fn retry_at(
 pub struct ClaimService {
     ledger: Ledger,
     catalog: Arc<LiveCatalog>,
-    broker: Arc<dyn Broker>,
-    topics: Topics,
+    queues: Arc<Queues>,
     /// Between attempts of a type that names no backoff of its own.
     backoff: Backoff,
     /// Per type, the tenant whose job this process's claims took last: the next claim starts
@@ -319,15 +311,13 @@ impl ClaimService {
     pub fn new(
         ledger: Ledger,
         catalog: Arc<LiveCatalog>,
-        broker: Arc<dyn Broker>,
-        topics: Topics,
+        queues: Arc<Queues>,
         backoff: Backoff,
     ) -> ClaimService {
         ClaimService {
             ledger,
             catalog,
-            broker,
-            topics,
+            queues,
             backoff,
             turns: Mutex::default(),
         }
@@ -496,26 +486,12 @@ impl ClaimService {
         self.catalog.current().get(job_type)?.concurrency
     }
 
-    /// Counts `job` among its type's running attempts unless `cap` are counted. At the cap, the
-    /// places of attempts whose lease is not held any more (their worker was lost, or it ended
-    /// without an outcome) are given back first: every claimed attempt holds its lease until its
-    /// place is given back.
     async fn admit(&self, job: &Job, cap: u32) -> Result<bool, ApiError> {
-        let (cache, set) = (self.cache(), running_set(&job.job_type));
-        if cache.admit_in_flight(&set, job.id, cap).await?.is_some() {
-            return Ok(true);
-        }
-        for counted in cache.oldest_in_flight(&set, RECHECKED_RUNNING).await? {
-            if !cache.lease_held(counted).await? {
-                cache.release_in_flight(&set, counted).await?;
-            }
-        }
-        Ok(cache.admit_in_flight(&set, job.id, cap).await?.is_some())
+        Ok(take_running_place(&**self.cache(), job, cap).await?)
     }
 
     async fn release_place(&self, job: &Job) -> Result<(), ApiError> {
-        let set = running_set(&job.job_type);
-        Ok(self.cache().release_in_flight(&set, job.id).await?)
+        Ok(give_back_running_place(&**self.cache(), job).await?)
     }
 
     /// Ends the lost attempt of `running` and, when attempts remain, starts the next.
@@ -541,7 +517,7 @@ impl ClaimService {
     async fn ended(&self, job: &Job) -> Result<(), ApiError> {
         conveyor_store::metrics::attempt_finished(job);
         if job.status == JobStatus::Failed {
-            dead_letter(&*self.broker, &self.topics, job)
+            dead_letter(&self.queues, job)
                 .await
                 .map_err(|error| ApiError::BrokerUnavailable(error.to_string()))?;
         }

@@ -25,7 +25,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::error::JsonPayloadError;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
-use conveyor_events::{Broker, Topics};
+use conveyor_events::Queues;
 use conveyor_schemas::Backoff;
 use conveyor_store::{Database, Ledger, LiveCatalog, RateLimiter};
 
@@ -52,7 +52,6 @@ pub struct ApiSettings {
     pub default_max_attempts: u32,
     /// Between attempts of a job whose HTTP worker failed it, when its type names no backoff.
     pub backoff: Backoff,
-    pub topics: Topics,
     /// A tenant's new jobs beyond this many unfinished take the backlog lane; `None`: never.
     pub backlog_after: Option<u32>,
     /// HTTP worker threads; 0 for one per core.
@@ -69,7 +68,8 @@ pub struct ApiSettings {
 /// What the API talks to.
 #[derive(Clone)]
 pub struct ApiDependencies {
-    pub broker: Arc<dyn Broker>,
+    /// The broker, by queue.
+    pub queues: Arc<Queues>,
     pub ledger: Ledger,
     pub database: Database,
     /// The job types, following the store.
@@ -95,11 +95,10 @@ impl Api {
         let listener = TcpListener::bind(listen)?;
         let port = listener.local_addr()?.port();
         let service = web::Data::new(JobService::new(
-            dependencies.broker.clone(),
+            dependencies.queues.clone(),
             dependencies.ledger.clone(),
             dependencies.catalog.clone(),
             JobServiceSettings {
-                topics: settings.topics.clone(),
                 default_max_attempts: settings.default_max_attempts,
                 backlog_after: settings.backlog_after,
             },
@@ -107,22 +106,15 @@ impl Api {
         let registry = web::Data::new(TypeRegistry::new(
             dependencies.catalog.clone(),
             dependencies.ledger.clone(),
-            dependencies.broker.clone(),
-            settings.topics.clone(),
+            dependencies.queues.clone(),
         ));
         let claims = web::Data::new(ClaimService::new(
             dependencies.ledger.clone(),
             dependencies.catalog.clone(),
-            dependencies.broker.clone(),
-            settings.topics.clone(),
+            dependencies.queues.clone(),
             settings.backoff,
         ));
-        let readiness = web::Data::new(Readiness {
-            broker: dependencies.broker,
-            database: dependencies.database,
-            ledger: dependencies.ledger,
-            topics: settings.topics.clone(),
-        });
+        let readiness = web::Data::new(Readiness::new(&dependencies));
         let authenticator = web::Data::new(settings.authenticator.clone());
         let policies = web::Data::new(settings.policies.clone());
         let rate_limiter = web::Data::from(dependencies.rate_limiter);
@@ -168,19 +160,10 @@ impl Api {
 
     /// Binds a server of `/healthz`, `/readyz` and `/metrics` alone: what a worker process shows
     /// operators and Prometheus.
-    pub fn bind_operations(
-        listen: &str,
-        dependencies: ApiDependencies,
-        topics: Topics,
-    ) -> std::io::Result<Api> {
+    pub fn bind_operations(listen: &str, dependencies: ApiDependencies) -> std::io::Result<Api> {
         let listener = TcpListener::bind(listen)?;
         let port = listener.local_addr()?.port();
-        let readiness = web::Data::new(Readiness {
-            broker: dependencies.broker,
-            database: dependencies.database,
-            ledger: dependencies.ledger,
-            topics,
-        });
+        let readiness = web::Data::new(Readiness::new(&dependencies));
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(readiness.clone())

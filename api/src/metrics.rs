@@ -65,6 +65,17 @@ pub(crate) static QUEUE_DEPTH: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     .unwrap()
 });
 
+pub(crate) static QUEUE_WAITING: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "conveyor_queue_waiting",
+        "Commands waiting in a queue, both lanes summed, as of the last scrape: ready or delayed \
+         on the embedded broker and RabbitMQ (its slowest consumer group's), the slowest \
+         consumer group's lag on Kafka.",
+        &["queue"]
+    )
+    .unwrap()
+});
+
 pub(crate) static OPEN_WAITS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!(
         "conveyor_open_waits",

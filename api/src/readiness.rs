@@ -1,28 +1,43 @@
 //! What `/readyz` checks: every dependency a request may need.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use conveyor_events::{Broker, Lane, Topics};
-use conveyor_store::{Database, Ledger};
+use conveyor_events::{Lane, Queues};
+use conveyor_store::{Database, Ledger, LiveCatalog};
 
-use crate::metrics;
+use crate::{ApiDependencies, metrics};
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 pub struct Readiness {
-    pub(crate) broker: Arc<dyn Broker>,
-    pub(crate) database: Database,
-    pub(crate) ledger: Ledger,
-    pub(crate) topics: Topics,
+    queues: Arc<Queues>,
+    database: Database,
+    ledger: Ledger,
+    catalog: Arc<LiveCatalog>,
 }
 
 impl Readiness {
+    pub(crate) fn new(dependencies: &ApiDependencies) -> Readiness {
+        Readiness {
+            queues: dependencies.queues.clone(),
+            database: dependencies.database.clone(),
+            ledger: dependencies.ledger.clone(),
+            catalog: dependencies.catalog.clone(),
+        }
+    }
+
     /// Each dependency's state: `"ok"` or why not.
     pub(crate) async fn check(&self) -> BTreeMap<&'static str, String> {
-        let broker = async { self.broker.ready().await.map_err(|e| e.to_string()) };
+        let broker = async {
+            self.queues
+                .broker()
+                .ready()
+                .await
+                .map_err(|e| e.to_string())
+        };
         let database = async { self.database.ping().await.map_err(|e| e.to_string()) };
         let cache = async { self.ledger.cache().ping().await.map_err(|e| e.to_string()) };
         let (broker, database, cache) = tokio::join!(
@@ -33,15 +48,36 @@ impl Readiness {
         BTreeMap::from([("broker", broker), ("database", database), ("cache", cache)])
     }
 
-    /// Refreshes the gauges that are read at scrape time.
+    /// Refreshes the gauges that are read at scrape time: each topic's depth, and each queue's
+    /// (every queue a type names, and any other this process declared).
     pub(crate) fn sample(&self) {
-        let lanes = Lane::ALL.map(|lane| self.topics.lane(lane));
-        for topic in lanes.into_iter().chain([self.topics.dead_letter()]) {
-            if let Some(depth) = self.broker.depth(&topic) {
-                metrics::QUEUE_DEPTH
-                    .with_label_values(&[&topic])
-                    .set(depth as i64);
+        let (broker, topics) = (self.queues.broker(), self.queues.topics());
+        let catalog = self.catalog.current();
+        let declared = self.queues.declared();
+        let mut queues: BTreeSet<&str> = catalog.queues();
+        queues.extend(declared.iter().map(String::as_str));
+        for queue in queues {
+            let mut waiting = None;
+            for lane in Lane::ALL {
+                let topic = topics.lane(queue, lane);
+                if let Some(depth) = broker.depth(&topic) {
+                    metrics::QUEUE_DEPTH
+                        .with_label_values(&[&topic])
+                        .set(depth as i64);
+                    *waiting.get_or_insert(0) += depth;
+                }
             }
+            if let Some(waiting) = waiting {
+                metrics::QUEUE_WAITING
+                    .with_label_values(&[queue])
+                    .set(waiting as i64);
+            }
+        }
+        let dead_letter = topics.dead_letter();
+        if let Some(depth) = broker.depth(&dead_letter) {
+            metrics::QUEUE_DEPTH
+                .with_label_values(&[&dead_letter])
+                .set(depth as i64);
         }
         metrics::WATCHED_JOBS.set(self.ledger.watched() as i64);
     }

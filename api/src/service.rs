@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use conveyor_events::{Broker, BrokerError, Command, Lane, Outgoing, Topics};
+use conveyor_events::{BrokerError, Command, Lane, Outgoing, Queues};
 use conveyor_schemas::lifecycle::{self, Event, Kept};
 use conveyor_schemas::{
     Job, JobStatus, JobTypeCatalog, JobTypeInfo, MAX_ATTEMPTS_LIMIT, PayloadRejected,
@@ -74,7 +74,6 @@ fn empty_object() -> Value {
 
 #[derive(Clone)]
 pub struct JobServiceSettings {
-    pub topics: Topics,
     pub default_max_attempts: u32,
     /// A tenant's new jobs beyond this many unfinished take the backlog lane; `None`: never.
     pub backlog_after: Option<u32>,
@@ -161,7 +160,7 @@ pub enum Cancelled {
 
 #[derive(Clone)]
 pub struct JobService {
-    broker: Arc<dyn Broker>,
+    queues: Arc<Queues>,
     ledger: Ledger,
     catalog: Arc<LiveCatalog>,
     settings: JobServiceSettings,
@@ -169,13 +168,13 @@ pub struct JobService {
 
 impl JobService {
     pub fn new(
-        broker: Arc<dyn Broker>,
+        queues: Arc<Queues>,
         ledger: Ledger,
         catalog: Arc<LiveCatalog>,
         settings: JobServiceSettings,
     ) -> JobService {
         JobService {
-            broker,
+            queues,
             ledger,
             catalog,
             settings,
@@ -222,8 +221,8 @@ impl JobService {
         let command = Command::RunJob { job: job.clone() };
         let message = Outgoing::now(job.id.to_string(), command.encode());
         match self
-            .broker
-            .publish(&self.settings.topics.lane(lane), vec![message])
+            .queues
+            .publish(&job_type.queue, lane, vec![message])
             .await
         {
             Ok(()) => {}

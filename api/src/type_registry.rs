@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use conveyor_events::{Broker, Topics, dead_letter};
+use conveyor_events::{Queues, dead_letter};
 use conveyor_schemas::lifecycle::{Event, Kept};
 use conveyor_schemas::{JobStatus, JobTypeInfo, JobTypeSpec, is_built_in, taken_by_built_in};
 use conveyor_store::{Change, Ledger, LiveCatalog};
@@ -25,22 +25,15 @@ pub struct JobTypeRemoved {
 pub struct TypeRegistry {
     catalog: Arc<LiveCatalog>,
     ledger: Ledger,
-    broker: Arc<dyn Broker>,
-    topics: Topics,
+    queues: Arc<Queues>,
 }
 
 impl TypeRegistry {
-    pub fn new(
-        catalog: Arc<LiveCatalog>,
-        ledger: Ledger,
-        broker: Arc<dyn Broker>,
-        topics: Topics,
-    ) -> TypeRegistry {
+    pub fn new(catalog: Arc<LiveCatalog>, ledger: Ledger, queues: Arc<Queues>) -> TypeRegistry {
         TypeRegistry {
             catalog,
             ledger,
-            broker,
-            topics,
+            queues,
         }
     }
 
@@ -52,6 +45,11 @@ impl TypeRegistry {
         spec: JobTypeSpec,
     ) -> Result<(JobTypeInfo, bool), ApiError> {
         let info = spec.define(name)?;
+        // Its queue exists before any replica can accept a job of the type.
+        self.queues
+            .declare(&info.queue)
+            .await
+            .map_err(|error| ApiError::BrokerUnavailable(error.to_string()))?;
         let created = self.catalog.store().put(&info).await?;
         self.catalog.refresh().await?;
         tracing::info!(job_type = name, created, "Job type registered.");
@@ -101,7 +99,7 @@ impl TypeRegistry {
                         progressed = true;
                         failed_jobs += 1;
                         if failed.status == JobStatus::Failed {
-                            dead_letter(&*self.broker, &self.topics, &failed)
+                            dead_letter(&self.queues, &failed)
                                 .await
                                 .map_err(|error| ApiError::BrokerUnavailable(error.to_string()))?;
                         }

@@ -2,6 +2,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+use crate::Topology;
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
     /// The broker cannot take messages now (down, full, not confirming); callers answer `503`.
@@ -57,6 +59,11 @@ pub trait Broker: Send + Sync + 'static {
     /// Returns once every message is durable in the broker; an error means none may be assumed
     /// delivered.
     async fn publish(&self, topic: &str, messages: Vec<Outgoing>) -> Result<(), BrokerError>;
+
+    /// Creates the topics and groups of `topology` that are new (a queue first used after the
+    /// broker was connected), so that every group of theirs receives what is published from now
+    /// on; what exists is left as it is.
+    async fn declare(&self, topology: &Topology) -> Result<(), BrokerError>;
 
     /// Joins the consumer group `group` on `topic`: each message goes to one member at a time.
     async fn subscribe(

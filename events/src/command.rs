@@ -2,7 +2,7 @@ use chrono::{DateTime, Utc};
 use conveyor_schemas::Job;
 use serde::{Deserialize, Serialize};
 
-use crate::{Broker, BrokerError, Lane, Outgoing, Topics};
+use crate::{BrokerError, Lane, Outgoing, Queues};
 
 /// A command on the jobs topic. Tagged and versioned so that old and new workers can share a
 /// topic during a rolling upgrade; see `schemas/json/messages/`.
@@ -29,25 +29,24 @@ impl Command {
 }
 
 /// Publishes a job that failed for good to the dead-letter topic.
-pub async fn dead_letter(
-    broker: &dyn Broker,
-    topics: &Topics,
-    job: &Job,
-) -> Result<(), BrokerError> {
+pub async fn dead_letter(queues: &Queues, job: &Job) -> Result<(), BrokerError> {
     let dead = Outgoing::now(job.id.to_string(), run_command(job));
-    broker.publish(&topics.dead_letter(), vec![dead]).await
+    queues
+        .broker()
+        .publish(&queues.topics().dead_letter(), vec![dead])
+        .await
 }
 
-/// Publishes the job's command on `lane`, to be delivered at `at`.
+/// Publishes the job's command on `lane` of `queue`, to be delivered at `at`.
 pub async fn hold_until(
-    broker: &dyn Broker,
-    topics: &Topics,
+    queues: &Queues,
+    queue: &str,
     lane: Lane,
     job: &Job,
     at: DateTime<Utc>,
 ) -> Result<(), BrokerError> {
     let held = Outgoing::at(job.id.to_string(), run_command(job), at);
-    broker.publish(&topics.lane(lane), vec![held]).await
+    queues.publish(queue, lane, vec![held]).await
 }
 
 fn run_command(job: &Job) -> Vec<u8> {

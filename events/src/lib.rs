@@ -10,6 +10,7 @@ mod broker;
 mod command;
 mod journal;
 mod memory;
+mod queues;
 mod schedule;
 mod topology;
 mod url;
@@ -18,6 +19,7 @@ pub use broker::{Acknowledger, Broker, BrokerError, Delivery, Outgoing, Subscrip
 pub use command::{Command, CommandError, dead_letter, hold_until};
 pub use journal::{Journal, JournaledMessage};
 pub use memory::MemoryBroker;
+pub use queues::Queues;
 pub use schedule::{HeldMessage, Schedule, Scheduled};
 pub use topology::Topology;
 pub use url::{BrokerKind, Lane, Topics};

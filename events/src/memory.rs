@@ -131,7 +131,7 @@ impl MemoryBroker {
     ) -> Result<MemoryBroker, BrokerError> {
         let pending = journal.pending().await?;
         let broker = MemoryBroker::build(Some(journal), DEFAULT_CAPACITY, DEFAULT_MAX_BYTES);
-        broker.declare(topology);
+        broker.declare_groups(topology);
         let last_seq = pending.iter().map(|m| m.seq).max().unwrap_or(0);
         broker.inner.next_seq.store(last_seq + 1, Ordering::Relaxed);
         let replayed = pending.len();
@@ -160,7 +160,7 @@ impl MemoryBroker {
     }
 
     /// Creates the groups of `topology` that are new.
-    pub fn declare(&self, topology: &Topology) {
+    pub fn declare_groups(&self, topology: &Topology) {
         for (topic, group) in &topology.groups {
             self.declare_group(topic, group);
         }
@@ -294,6 +294,11 @@ impl Broker for MemoryBroker {
         for message in journaled {
             held.enqueue(&queues, message, 0, &self.inner.held_bytes);
         }
+        Ok(())
+    }
+
+    async fn declare(&self, topology: &Topology) -> Result<(), BrokerError> {
+        self.declare_groups(topology);
         Ok(())
     }
 

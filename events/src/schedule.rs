@@ -10,7 +10,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Broker, BrokerError, Outgoing, Subscription};
+use crate::{Broker, BrokerError, Outgoing, Subscription, Topology};
 
 /// Messages released in one go, at most.
 const RELEASE_BATCH: usize = 512;
@@ -135,6 +135,10 @@ impl Broker for Scheduled {
         };
         let (held, published) = tokio::join!(hold, publish);
         held.and(published)
+    }
+
+    async fn declare(&self, topology: &Topology) -> Result<(), BrokerError> {
+        self.broker.declare(topology).await
     }
 
     async fn subscribe(

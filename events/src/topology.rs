@@ -12,14 +12,44 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// Conveyor's own: workers and the recorder on both command topics; dead letters kept.
-    pub fn conveyor(topics: &Topics) -> Topology {
+    /// Conveyor's own: workers and the recorder on both lanes of each of `queues`; dead letters
+    /// kept.
+    pub fn conveyor<'q>(topics: &Topics, queues: impl IntoIterator<Item = &'q str>) -> Topology {
+        let mut topology = Topology {
+            groups: Vec::new(),
+            kept: vec![topics.dead_letter()],
+        };
+        for queue in queues {
+            topology
+                .groups
+                .extend(Topology::of_queue(topics, queue).groups);
+        }
+        topology
+    }
+
+    /// What one queue needs: workers and the recorder on both of its lanes.
+    pub fn of_queue(topics: &Topics, queue: &str) -> Topology {
         let groups = Lane::ALL.into_iter().flat_map(|lane| {
-            [Topics::WORKERS, Topics::RECORDER].map(|group| (topics.lane(lane), group.to_owned()))
+            [Topics::WORKERS, Topics::RECORDER]
+                .map(|group| (topics.lane(queue, lane), group.to_owned()))
         });
         Topology {
             groups: groups.collect(),
-            kept: vec![topics.dead_letter()],
+            kept: Vec::new(),
+        }
+    }
+
+    /// Adds what `other` declares that this does not.
+    pub fn merge(&mut self, other: &Topology) {
+        for group in &other.groups {
+            if !self.groups.contains(group) {
+                self.groups.push(group.clone());
+            }
+        }
+        for kept in &other.kept {
+            if !self.kept.contains(kept) {
+                self.kept.push(kept.clone());
+            }
         }
     }
 
@@ -41,12 +71,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn conveyor_declares_both_groups_on_both_lanes_and_keeps_dead_letters() {
-        let topology = Topology::conveyor(&Topics::new("t-"));
+    fn conveyor_declares_both_groups_on_both_lanes_of_each_queue_and_keeps_dead_letters() {
+        let topics = Topics::new("t-");
+        let topology = Topology::conveyor(&topics, ["default", "mail"]);
         assert_eq!(
             topology.topics(),
-            ["t-jobs", "t-jobs-backlog", "t-dead-letter"]
+            [
+                "t-jobs",
+                "t-jobs-backlog",
+                "t-queue.mail.jobs",
+                "t-queue.mail.backlog",
+                "t-dead-letter"
+            ]
         );
-        assert_eq!(topology.groups.len(), 4);
+        assert_eq!(topology.groups.len(), 8);
+    }
+
+    #[test]
+    fn merging_adds_only_what_is_new() {
+        let topics = Topics::new("t-");
+        let mut topology = Topology::conveyor(&topics, ["default"]);
+        topology.merge(&Topology::conveyor(&topics, ["default", "mail"]));
+        assert_eq!(topology.groups.len(), 8);
+        assert_eq!(topology.kept, ["t-dead-letter"]);
     }
 }

@@ -1,3 +1,5 @@
+use conveyor_schemas::DEFAULT_QUEUE;
+
 use crate::BrokerError;
 
 /// The broker a URL names.
@@ -84,11 +86,15 @@ impl Topics {
         format!("{}jobs-backlog", self.prefix)
     }
 
-    /// The topic that carries commands on `lane`.
-    pub fn lane(&self, lane: Lane) -> String {
-        match lane {
-            Lane::Jobs => self.jobs(),
-            Lane::Backlog => self.backlog(),
+    /// The topic that carries the commands of `queue` on `lane`. The default queue keeps the
+    /// names it had before there were other queues; the others end in a suffix per lane, so no
+    /// two queue names can ever make one topic name.
+    pub fn lane(&self, queue: &str, lane: Lane) -> String {
+        match (queue == DEFAULT_QUEUE, lane) {
+            (true, Lane::Jobs) => self.jobs(),
+            (true, Lane::Backlog) => self.backlog(),
+            (false, Lane::Jobs) => format!("{}queue.{queue}.jobs", self.prefix),
+            (false, Lane::Backlog) => format!("{}queue.{queue}.backlog", self.prefix),
         }
     }
 
@@ -126,7 +132,9 @@ mod tests {
         assert_eq!(Lane::of_new_job(None, Some(100)), Lane::Jobs, "not counted");
         assert_eq!(Lane::of_new_job(Some(5000), None), Lane::Jobs, "no lane");
         let topics = Topics::new("p-");
-        assert_eq!(topics.lane(Lane::Jobs), "p-jobs");
-        assert_eq!(topics.lane(Lane::Backlog), "p-jobs-backlog");
+        assert_eq!(topics.lane(DEFAULT_QUEUE, Lane::Jobs), "p-jobs");
+        assert_eq!(topics.lane(DEFAULT_QUEUE, Lane::Backlog), "p-jobs-backlog");
+        assert_eq!(topics.lane("mail", Lane::Jobs), "p-queue.mail.jobs");
+        assert_eq!(topics.lane("mail", Lane::Backlog), "p-queue.mail.backlog");
     }
 }

@@ -6,7 +6,7 @@ use conveyor_events::{Broker, MemoryBroker, Topology};
 
 async fn connect(topology: &Topology) -> Arc<dyn Broker> {
     let broker = MemoryBroker::new();
-    broker.declare(topology);
+    broker.declare_groups(topology);
     Arc::new(broker)
 }
 

@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use jsonschema::Validator;
 use jsonschema::error::ValidationErrorKind;
@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::{JobTypeInfo, taken_by_built_in};
+use crate::{DEFAULT_QUEUE, JobTypeInfo, taken_by_built_in};
 
 const BUILT_IN: [(&str, &str); 3] = [
     ("echo", include_str!("../json/job-types/echo.schema.json")),
@@ -101,6 +101,19 @@ impl JobTypeCatalog {
 
     pub fn get(&self, job_type: &str) -> Option<&JobTypeInfo> {
         self.types.get(job_type).map(|entry| &entry.info)
+    }
+
+    /// The queue that carries `job_type`'s jobs: its type's, or the default queue for a type that
+    /// is not (or no longer) registered.
+    pub fn queue_of(&self, job_type: &str) -> &str {
+        self.get(job_type)
+            .map_or(DEFAULT_QUEUE, |info| info.queue.as_str())
+    }
+
+    /// Every queue some type names, and the default queue, which the built-in types use.
+    pub fn queues(&self) -> BTreeSet<&str> {
+        let named = self.types().map(|info| info.queue.as_str());
+        named.chain([DEFAULT_QUEUE]).collect()
     }
 
     pub fn contains(&self, job_type: &str) -> bool {

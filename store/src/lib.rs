@@ -3,6 +3,7 @@
 
 mod batch;
 pub mod cache;
+mod concurrency;
 mod db;
 mod entity;
 mod error;
@@ -17,6 +18,7 @@ mod schedule;
 mod watchers;
 
 pub use cache::{Cache, CacheKind, IdempotencyClaim, MemoryCache};
+pub use concurrency::{give_back_running_place, take_running_place};
 pub use db::{Database, DatabaseKind, redact};
 pub use error::StoreError;
 pub use job_types::{JobTypeStore, LiveCatalog};

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use conveyor::{Cli, Running};
+use conveyor::{Cli, Registry, Running};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -27,6 +27,11 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
+    spawn_app_running(extra, Registry::built_in()).await
+}
+
+/// A fresh Conveyor whose workers run the handlers of `registry`.
+pub async fn spawn_app_running(extra: &[&str], registry: Registry) -> TestApp {
     let data = tempfile::tempdir().unwrap();
     let backends = Stack::from_env().fresh_backend_args(data.path());
     let mut args = vec![
@@ -46,7 +51,9 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
         None => "conveyor.".to_owned(),
     };
     let cli = Cli::try_parse_from(args).expect("test arguments parse");
-    let running = conveyor::start(cli.command).await.expect("Conveyor starts");
+    let running = conveyor::start_with(cli.command, registry)
+        .await
+        .expect("Conveyor starts");
     let address = format!("http://127.0.0.1:{}", running.port.unwrap());
     let secret = running.jwt_secret.clone().unwrap();
     let token = mint(&secret, "acme", ALL_SCOPES);

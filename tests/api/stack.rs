@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use clap::Parser;
-use conveyor::{Cli, Running};
+use conveyor::{Cli, Handler, JobContext, JobError, JobTypeInfo, Registry, Running};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -84,10 +84,17 @@ impl Deployment {
 
     /// Starts `command` (`api`, `worker` or `dev`) in this test's process.
     async fn start(&self, command: &str, extra: &[&str]) -> Running {
+        self.start_with(command, extra, Registry::built_in()).await
+    }
+
+    /// Starts `command` with the handlers of `registry`, as a worker binary of one's own does.
+    async fn start_with(&self, command: &str, extra: &[&str], registry: Registry) -> Running {
         let mut line = vec!["conveyor"];
         line.extend(self.command_line(command, extra));
         let cli = Cli::try_parse_from(line).expect("arguments parse");
-        conveyor::start(cli.command).await.expect("Conveyor starts")
+        conveyor::start_with(cli.command, registry)
+            .await
+            .expect("Conveyor starts")
     }
 
     /// Starts `command` as a process of its own (stopped when dropped), its log (standard
@@ -162,6 +169,7 @@ on_real_stacks!(
     a_worker_that_joins_takes_over_no_running_attempt,
     a_broker_that_is_down_gets_no_job_accepted,
     a_job_type_registered_on_one_replica_is_served_by_every_other,
+    workers_of_a_queue_run_only_its_jobs,
 );
 
 async fn replica_b_serves_what_replica_a_accepted(stack: Stack) {
@@ -839,7 +847,14 @@ async fn a_job_type_registered_on_one_replica_is_served_by_every_other(stack: St
     let b = deployment.start("api", &[]).await;
     let _workers = deployment.start("worker", &[]).await;
     let admin = client_as(&a, "ops", "admin");
-    let response = admin.put_type(RESIZE, &resize_type()).send().await.unwrap();
+    // On a queue of its own, new to every process: the recorder takes it up without a restart.
+    let mut on_a_new_queue = resize_type();
+    on_a_new_queue["queue"] = json!("images");
+    let response = admin
+        .put_type(RESIZE, &on_a_new_queue)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
 
     let client_b = client(&b);
@@ -906,4 +921,69 @@ async fn a_job_type_registered_on_one_replica_is_served_by_every_other(stack: St
         .await
         .unwrap();
     problem(late, StatusCode::CONFLICT, "lease_lost").await;
+}
+
+/// Answers which worker ran the job.
+struct Says(&'static str);
+
+#[async_trait::async_trait]
+impl Handler for Says {
+    async fn run(&self, _: Value, _: JobContext) -> Result<Value, JobError> {
+        Ok(json!({"worker": self.0}))
+    }
+}
+
+/// Two job types on two queues, each worker pool given one queue (`--queues`), both able to run
+/// either type: every job runs on its own queue's pool, and each queue shows its depth.
+async fn workers_of_a_queue_run_only_its_jobs(stack: Stack) {
+    let deployment = Deployment::new(stack);
+    deployment.migrate().await;
+    let api = deployment.start("api", &[]).await;
+    let on = |queue: &str| {
+        let mut info = JobTypeInfo::compiled(&format!("on-{queue}"), "", json!({}));
+        info.queue = queue.into();
+        info
+    };
+    let registry = |worker| {
+        Registry::default()
+            .with_type(on("mail"), Says(worker))
+            .with_type(on("video"), Says(worker))
+    };
+    let _mail = deployment
+        .start_with("worker", &["--queues", "mail"], registry("mail-pool"))
+        .await;
+    let _video = deployment
+        .start_with("worker", &["--queues", "video"], registry("video-pool"))
+        .await;
+    let app = client(&api);
+    wait_until(
+        Duration::from_secs(2),
+        "the api knows the types",
+        async || {
+            let listed = app.get_json("/v1/job-types").await.to_string();
+            listed.contains("on-mail") && listed.contains("on-video")
+        },
+    )
+    .await;
+    let mut submitted = Vec::new();
+    for n in 0..20 {
+        let queue = if n % 2 == 0 { "mail" } else { "video" };
+        let job = app
+            .submit(json!({"type": format!("on-{queue}"), "payload": {}}))
+            .await;
+        submitted.push((queue, id(&job)));
+    }
+    for (queue, job) in &submitted {
+        let done = app
+            .wait_for(job, "succeeded", Duration::from_secs(30))
+            .await;
+        assert_eq!(done["result"]["worker"], format!("{queue}-pool"), "{done}");
+    }
+    for queue in ["mail", "video"] {
+        let series = format!("conveyor_queue_waiting{{queue=\"{queue}\"}}");
+        wait_until(Duration::from_secs(15), &series, async || {
+            app.metrics().await.contains(&series)
+        })
+        .await;
+    }
 }

@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use chrono::Utc;
-use conveyor_events::{CommandError, Delivery, Lane, Outgoing, dead_letter, hold_until};
+use chrono::{DateTime, Utc};
+use conveyor_events::{CommandError, Delivery, Lane, Outgoing, dead_letter};
 use conveyor_schemas::lifecycle::{Event, Kept, Outcome};
 use conveyor_schemas::{Job, JobMode, JobStatus};
-use conveyor_store::{Change, StoreError};
+use conveyor_store::{Change, StoreError, give_back_running_place, take_running_place};
 use tokio_util::sync::CancellationToken;
 
-use crate::commands::follow_up;
+use crate::commands::{follow_up, hold};
 use crate::handler::{Handler, JobContext, JobError};
 use crate::metrics;
 use crate::pool::Shared;
@@ -23,6 +23,8 @@ const REDELIVERY_PAUSE: Duration = Duration::from_millis(500);
 /// How long a worker's claim on a running job outlives its last renewal (every third of it): the
 /// most a dead worker's job waits before another worker (or the rescuer) takes it over.
 pub(crate) const LEASE: Duration = Duration::from_secs(10);
+/// How long a job of a type at its `concurrency` cap waits before it is delivered again, at least.
+const AT_CAP_WAIT: Duration = Duration::from_secs(1);
 
 /// What to do with a delivery once handled.
 enum Settle {
@@ -68,8 +70,9 @@ pub(crate) async fn process(
             tracing::error!(key = %delivery.key, %error, "Dead-lettering an undecodable command.");
             let dead = Outgoing::now(delivery.key.clone(), delivery.payload.clone());
             match shared
-                .broker
-                .publish(&shared.topics.dead_letter(), vec![dead])
+                .queues
+                .broker()
+                .publish(&shared.queues.topics().dead_letter(), vec![dead])
                 .await
             {
                 Ok(()) => acknowledge(delivery, None).await,
@@ -143,7 +146,7 @@ async fn handle(shared: &Shared, lane: Lane, command_job: Job) -> Result<Settle,
         && current.status != JobStatus::Running
     {
         // Not due yet: the broker holds it until it is.
-        hold_until(&*shared.broker, &shared.topics, lane, &current, run_at).await?;
+        hold(&shared.queues, &shared.catalog, lane, &current, run_at).await?;
         return Ok(Settle::Ack);
     }
     let Some(handler) = shared.registry.get(&current.job_type) else {
@@ -162,6 +165,19 @@ async fn handle(shared: &Shared, lane: Lane, command_job: Job) -> Result<Settle,
     let Some(lease) = Lease::take(shared, current.id).await else {
         return Ok(Settle::Later);
     };
+    let Some(place) = Place::take(shared, &current).await? else {
+        // Its type runs as many attempts as its `concurrency` allows: the job waits on its queue,
+        // without holding a slot here that another type's job could use.
+        hold(
+            &shared.queues,
+            &shared.catalog,
+            lane,
+            &current,
+            at_cap_until(),
+        )
+        .await?;
+        return Ok(Settle::Ack);
+    };
     let mut waiting = current;
     if waiting.status == JobStatus::Running {
         // Running, yet nobody holds its lease and it does not run here: its worker was lost.
@@ -170,7 +186,7 @@ async fn handle(shared: &Shared, lane: Lane, command_job: Job) -> Result<Settle,
         };
         match ledger.apply(&waiting, &lost).await? {
             Change::Applied(rescued) if rescued.status.is_terminal() => {
-                follow_up(&*shared.broker, &shared.topics, lane, &rescued).await?;
+                follow_up(&shared.queues, &shared.catalog, lane, &rescued).await?;
                 return Ok(Settle::Ack);
             }
             Change::Applied(rescued) => waiting = rescued,
@@ -181,7 +197,7 @@ async fn handle(shared: &Shared, lane: Lane, command_job: Job) -> Result<Settle,
         Change::Applied(running) => running,
         Change::Declined(job, Kept::Terminal) => return ended(shared, job).await,
         Change::Declined(job, Kept::NotDue(at)) => {
-            hold_until(&*shared.broker, &shared.topics, lane, &job, at).await?;
+            hold(&shared.queues, &shared.catalog, lane, &job, at).await?;
             return Ok(Settle::Ack);
         }
         Change::Declined(..) => return Ok(Settle::Later),
@@ -210,7 +226,7 @@ async fn handle(shared: &Shared, lane: Lane, command_job: Job) -> Result<Settle,
     };
     match ledger.apply(&running, &finish).await? {
         Change::Applied(recorded) => {
-            follow_up(&*shared.broker, &shared.topics, lane, &recorded).await?
+            follow_up(&shared.queues, &shared.catalog, lane, &recorded).await?
         }
         // The job was taken over after this worker's lease ended: the attempt that runs now (or
         // the one that ended it) speaks for the job.
@@ -219,6 +235,7 @@ async fn handle(shared: &Shared, lane: Lane, command_job: Job) -> Result<Settle,
         }
     }
     registered.attempt.recorded.store(true, Ordering::Release);
+    place.give_back().await;
     lease.release().await;
     drop(registered);
     Ok(Settle::Ack)
@@ -228,7 +245,7 @@ async fn handle(shared: &Shared, lane: Lane, command_job: Job) -> Result<Settle,
 /// time (the store write, the dead-lettering) is done again; both are idempotent for readers.
 async fn ended(shared: &Shared, job: Job) -> Result<Settle, AttemptError> {
     if job.status == JobStatus::Failed {
-        dead_letter(&*shared.broker, &shared.topics, &job).await?;
+        dead_letter(&shared.queues, &job).await?;
     }
     shared.ledger.store().write(job).await?;
     Ok(Settle::Ack)
@@ -267,6 +284,65 @@ impl Drop for Registered<'_> {
     fn drop(&mut self) {
         self.shared.running.lock().unwrap().remove(&self.job_id);
         self.attempt.ended.cancel();
+    }
+}
+
+/// When a job of a type at its `concurrency` cap is delivered again: soon, spread out so that the
+/// jobs waiting for places do not all come back at once.
+fn at_cap_until() -> DateTime<Utc> {
+    let spread = rand::random_range(0..AT_CAP_WAIT.as_millis() as i64);
+    Utc::now() + chrono::Duration::milliseconds(AT_CAP_WAIT.as_millis() as i64 + spread)
+}
+
+/// A place among its type's running attempts, for a type with a `concurrency` cap (none needed
+/// otherwise); given back once the outcome is recorded, or on any other way out, when dropped.
+struct Place {
+    ledger: conveyor_store::Ledger,
+    job: Option<Job>,
+}
+
+impl Place {
+    /// `None` when the type is at its cap.
+    async fn take(shared: &Shared, job: &Job) -> Result<Option<Place>, StoreError> {
+        let ledger = shared.ledger.clone();
+        let cap = shared
+            .catalog
+            .current()
+            .get(&job.job_type)
+            .and_then(|info| info.concurrency);
+        let Some(cap) = cap else {
+            return Ok(Some(Place { ledger, job: None }));
+        };
+        let taken = take_running_place(&**ledger.cache(), job, cap).await?;
+        Ok(taken.then(|| Place {
+            ledger,
+            job: Some(job.clone()),
+        }))
+    }
+
+    async fn give_back(mut self) {
+        if let Some(job) = self.job.take() {
+            give_back(&self.ledger, &job).await;
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if let Some(job) = self.job.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let ledger = self.ledger.clone();
+            runtime.spawn(async move { give_back(&ledger, &job).await });
+        }
+    }
+}
+
+/// A place that cannot be given back now is taken back by the next worker that finds the type at
+/// its cap, once this job's lease has run out.
+async fn give_back(ledger: &conveyor_store::Ledger, job: &Job) {
+    if let Err(error) = give_back_running_place(&**ledger.cache(), job).await {
+        tracing::warn!(job_id = %job.id, %error, "Could not give back a place of the type's concurrency.");
     }
 }
 

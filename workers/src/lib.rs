@@ -5,6 +5,7 @@
 mod attempt;
 pub mod builtin;
 mod commands;
+mod consumed;
 mod duty;
 mod fair;
 mod handler;
@@ -15,6 +16,7 @@ mod recorder;
 mod registry;
 mod rescuer;
 
+pub use consumed::QueueChoice;
 pub use conveyor_schemas::Backoff;
 pub use handler::{Handler, JobContext, JobError};
 pub use pool::{WorkerPool, WorkerSettings};

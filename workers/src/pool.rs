@@ -3,7 +3,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use conveyor_events::{
-    Broker, BrokerError, Command, CommandError, Delivery, Lane, Subscription, Topics,
+    BrokerError, Command, CommandError, Delivery, Lane, Queues, Subscription, Topics,
 };
 use conveyor_schemas::Job;
 use conveyor_store::{Ledger, LiveCatalog};
@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::attempt::{self, Attempt};
+use crate::consumed::{Following, QueueChoice, Subscribed};
 use crate::fair::FairQueue;
 use crate::{Backoff, Registry};
 
@@ -37,6 +38,8 @@ pub struct WorkerSettings {
     pub backoff: Backoff,
     /// How long a shutdown waits for running attempts before handing them back to the broker.
     pub shutdown_grace: Duration,
+    /// The queues whose jobs run here.
+    pub queues: QueueChoice,
 }
 
 /// A pool of workers in one process: claims commands in batches, runs up to `concurrency` at once,
@@ -46,12 +49,11 @@ pub struct WorkerPool {
 }
 
 pub(crate) struct Shared {
-    pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) queues: Arc<Queues>,
     pub(crate) ledger: Ledger,
     pub(crate) registry: Registry,
     /// The job types as registered: tells the types whose jobs HTTP workers claim.
     pub(crate) catalog: Arc<LiveCatalog>,
-    pub(crate) topics: Topics,
     pub(crate) settings: WorkerSettings,
     /// The attempts running here, by job.
     pub(crate) running: Mutex<HashMap<Uuid, Arc<Attempt>>>,
@@ -61,20 +63,18 @@ pub(crate) struct Shared {
 
 impl WorkerPool {
     pub fn new(
-        broker: Arc<dyn Broker>,
+        queues: Arc<Queues>,
         ledger: Ledger,
         registry: Registry,
         catalog: Arc<LiveCatalog>,
-        topics: Topics,
         settings: WorkerSettings,
     ) -> WorkerPool {
         WorkerPool {
             shared: Arc::new(Shared {
-                broker,
+                queues,
                 ledger,
                 registry,
                 catalog,
-                topics,
                 settings,
                 running: Mutex::default(),
                 holder: Uuid::now_v7(),
@@ -86,43 +86,29 @@ impl WorkerPool {
     /// period, and hands back the rest (unacknowledged, so the broker redelivers them).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), BrokerError> {
         let shared = self.shared;
-        let mut subscriptions = Vec::new();
-        for lane in Lane::ALL {
-            let topic = shared.topics.lane(lane);
-            subscriptions.push((
-                lane,
-                shared.broker.subscribe(&topic, Topics::WORKERS).await?,
-            ));
-        }
+        let mut following = Following::new(shared.settings.queues.clone(), Topics::WORKERS);
+        let subscribed = following
+            .subscribe_new(&shared.queues, &shared.catalog)
+            .await?;
         let watcher = tokio::spawn(watch_cancellations(shared.clone(), shutdown.clone()));
         let slots = shared.settings.concurrency;
         let share = FairQueue::<Received>::share_of(slots, shared.settings.tenant_share_percent);
         let mut queue = FairQueue::new(slots, share, shared.settings.tenant_weights.clone());
-        // Each lane's receiver stays ahead of the free slots by as many deliveries again, so that
-        // another tenant's job can be seen behind one tenant's jobs, and the jobs lane is never
-        // held up by the backlog lane.
         let (arrivals, mut arrived) = mpsc::channel(MAX_CLAIM);
         let stop_receiving = CancellationToken::new();
-        let receivers: Vec<_> = subscriptions
-            .into_iter()
-            .map(|(lane, subscription)| {
-                tokio::spawn(receive(
-                    lane,
-                    subscription,
-                    Arc::new(Semaphore::new(slots)),
-                    arrivals.clone(),
-                    stop_receiving.clone(),
-                ))
-            })
-            .collect();
-        drop(arrivals);
+        let receivers = tokio::spawn(receive_all(
+            shared.clone(),
+            following,
+            subscribed,
+            arrivals,
+            stop_receiving.clone(),
+        ));
         let mut attempts = JoinSet::new();
         let mut tenants_of = HashMap::new();
         tracing::info!(
             concurrency = slots,
             tenant_share = share,
-            topic = %shared.topics.jobs(),
-            backlog = %shared.topics.backlog(),
+            queues = ?shared.settings.queues,
             "Worker pool started."
         );
         loop {
@@ -160,7 +146,7 @@ impl WorkerPool {
             }
         }
         stop_receiving.cancel();
-        let subscriptions = futures_util::future::join_all(receivers).await;
+        let subscriptions = receivers.await.unwrap_or_default();
         // Received and not started: handed back (dropped unsettled) for another worker.
         drop(arrived);
         let handed_back = queue.waiting();
@@ -195,6 +181,44 @@ struct Received {
     delivery: Delivery,
     job: Result<Job, CommandError>,
     _place: OwnedSemaphorePermit,
+}
+
+/// Receives from every queue chosen, and from each new one as it appears, until `stop`; then
+/// gives the subscriptions back, still open. Each lane's receiver stays ahead of the free slots by
+/// as many deliveries again, so that another tenant's job can be seen behind one tenant's jobs,
+/// and no lane (nor queue) is held up by another.
+async fn receive_all(
+    shared: Arc<Shared>,
+    mut following: Following,
+    mut subscribed: Vec<Subscribed>,
+    arrivals: mpsc::Sender<Received>,
+    stop: CancellationToken,
+) -> Vec<Box<dyn Subscription>> {
+    let slots = shared.settings.concurrency;
+    let mut receivers = Vec::new();
+    loop {
+        for Subscribed { lane, subscription } in subscribed {
+            receivers.push(tokio::spawn(receive(
+                lane,
+                subscription,
+                Arc::new(Semaphore::new(slots)),
+                arrivals.clone(),
+                stop.clone(),
+            )));
+        }
+        match following
+            .next_new(&shared.queues, &shared.catalog, &stop)
+            .await
+        {
+            Some(new) => subscribed = new,
+            None => break,
+        }
+    }
+    futures_util::future::join_all(receivers)
+        .await
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect()
 }
 
 /// Receives deliveries from `lane` while a place is free, decodes whose they are, and hands them

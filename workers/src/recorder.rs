@@ -1,51 +1,69 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use conveyor_events::{Broker, BrokerError, Command, Delivery, Lane, Topics, dead_letter};
+use conveyor_events::{BrokerError, Command, Delivery, Queues, Subscription, Topics, dead_letter};
 use conveyor_schemas::Job;
-use conveyor_store::{Change, Ledger, StoreError};
+use conveyor_store::{Change, Ledger, LiveCatalog, StoreError};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+use crate::consumed::{Following, QueueChoice, Subscribed};
 
 /// Commands recorded in one go: they share the store's group commits.
 const RECORD_BATCH: usize = 512;
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
-/// Records every accepted job in the store as soon as it is published, in its own consumer group,
-/// so lists and cold-cache lookups see jobs however far behind the workers are.
+/// Records every accepted job in the store as soon as it is published, in its own consumer group
+/// on every queue, so lists and cold-cache lookups see jobs however far behind the workers are.
 pub struct Recorder {
-    broker: Arc<dyn Broker>,
+    queues: Arc<Queues>,
     ledger: Ledger,
-    topics: Topics,
+    catalog: Arc<LiveCatalog>,
 }
 
 impl Recorder {
-    pub fn new(broker: Arc<dyn Broker>, ledger: Ledger, topics: Topics) -> Recorder {
+    pub fn new(queues: Arc<Queues>, ledger: Ledger, catalog: Arc<LiveCatalog>) -> Recorder {
         Recorder {
-            broker,
+            queues,
             ledger,
-            topics,
+            catalog,
         }
     }
 
-    /// Records from both lanes until `shutdown`.
+    /// Records from both lanes of every queue, and of each new queue as its first type is
+    /// registered, until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), BrokerError> {
-        let lanes = Lane::ALL.map(|lane| self.record_lane(lane, &shutdown));
-        futures_util::future::try_join_all(lanes).await?;
+        let recorder = Arc::new(self);
+        let mut following = Following::new(QueueChoice::Every, Topics::RECORDER);
+        let mut lanes = JoinSet::new();
+        let mut subscribed = following
+            .subscribe_new(&recorder.queues, &recorder.catalog)
+            .await?;
+        loop {
+            for Subscribed { subscription, .. } in subscribed {
+                let (recorder, shutdown) = (recorder.clone(), shutdown.clone());
+                lanes.spawn(async move { recorder.record_lane(subscription, &shutdown).await });
+            }
+            match following
+                .next_new(&recorder.queues, &recorder.catalog, &shutdown)
+                .await
+            {
+                Some(new) => subscribed = new,
+                None => break,
+            }
+        }
+        while lanes.join_next().await.is_some() {}
         Ok(())
     }
 
     async fn record_lane(
         &self,
-        lane: Lane,
+        mut subscription: Box<dyn Subscription>,
         shutdown: &CancellationToken,
-    ) -> Result<(), BrokerError> {
-        let mut subscription = self
-            .broker
-            .subscribe(&self.topics.lane(lane), Topics::RECORDER)
-            .await?;
+    ) {
         loop {
             let received = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => return,
                 received = subscription.recv(RECORD_BATCH) => received,
             };
             match received {
@@ -74,7 +92,7 @@ impl Recorder {
                 job.clone()
             }
         };
-        match dead_letter(&*self.broker, &self.topics, &failed).await {
+        match dead_letter(&self.queues, &failed).await {
             Ok(()) => {
                 let _ = delivery.ack().await;
             }

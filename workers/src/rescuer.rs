@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use conveyor_events::{Broker, Lane, Topics};
+use conveyor_events::{Lane, Queues};
 use conveyor_schemas::lifecycle::{Event, Kept};
-use conveyor_store::{Change, Ledger, StoreError};
+use conveyor_store::{Change, Ledger, LiveCatalog, StoreError};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -30,9 +30,9 @@ const RESCUER: Uuid = Uuid::from_u128(0x0c0e_7e70_0000_4000_8000_7265_7363_7565)
 
 /// Sweeps every `every` while it is the deployment's rescuer.
 pub struct Rescuer {
-    broker: Arc<dyn Broker>,
+    queues: Arc<Queues>,
     ledger: Ledger,
-    topics: Topics,
+    catalog: Arc<LiveCatalog>,
     every: Duration,
     duty: Duty,
 }
@@ -54,16 +54,16 @@ impl Rescuer {
     /// half a lease, so that a worker renewing its lease (every third of one) through a short
     /// cache hiccup is never taken for lost.
     pub fn new(
-        broker: Arc<dyn Broker>,
+        queues: Arc<Queues>,
         ledger: Ledger,
-        topics: Topics,
+        catalog: Arc<LiveCatalog>,
         every: Duration,
     ) -> Rescuer {
         let duty = Duty::new(ledger.cache().clone(), "rescuer", RESCUER);
         Rescuer {
-            broker,
+            queues,
             ledger,
-            topics,
+            catalog,
             every: every.max(LEASE / 2),
             duty,
         }
@@ -138,7 +138,7 @@ impl Rescuer {
                     .with_label_values(&[&rescued.job_type])
                     .inc();
                 // On the jobs lane, whichever it came by: it has waited once already.
-                follow_up(&*self.broker, &self.topics, Lane::Jobs, &rescued).await?;
+                follow_up(&self.queues, &self.catalog, Lane::Jobs, &rescued).await?;
             }
             // The store missed the job's last change (its write failed, or its process died
             // before the write, after the cache took it): it gets it now.

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use conveyor_events::{Broker, Command, MemoryBroker, Topics, Topology};
-use conveyor_schemas::{Job, JobStatus};
-use conveyor_store::{Cache, Database, JobStore, Ledger, MemoryCache};
+use conveyor_events::{Broker, Command, MemoryBroker, Queues, Topics, Topology};
+use conveyor_schemas::{DEFAULT_QUEUE, Job, JobStatus};
+use conveyor_store::{Cache, Database, JobStore, JobTypeStore, Ledger, LiveCatalog, MemoryCache};
 use conveyor_workers::{Pruner, Rescuer};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -44,10 +44,18 @@ async fn sqlite() -> (Database, tempfile::TempDir) {
 async fn lost_attempts_are_rescued_and_live_ones_left_alone() {
     let (database, _dir) = sqlite().await;
     let cache = Arc::new(MemoryCache::new());
+    let catalog = LiveCatalog::load(JobTypeStore::new(database.clone()))
+        .await
+        .unwrap();
     let ledger = Ledger::new(cache.clone(), JobStore::new(database));
     let topics = Topics::new("t.");
     let broker = Arc::new(MemoryBroker::new());
-    broker.declare(&Topology::conveyor(&topics));
+    broker.declare_groups(&Topology::conveyor(&topics, [DEFAULT_QUEUE]));
+    let queues = Arc::new(Queues::new(
+        broker.clone(),
+        topics.clone(),
+        [DEFAULT_QUEUE.into()],
+    ));
     let mut commands = broker
         .subscribe(&topics.jobs(), Topics::WORKERS)
         .await
@@ -82,9 +90,9 @@ async fn lost_attempts_are_rescued_and_live_ones_left_alone() {
 
     let shutdown = CancellationToken::new();
     let rescuer = Rescuer::new(
-        broker.clone(),
+        queues.clone(),
         ledger.clone(),
-        topics.clone(),
+        catalog.clone(),
         Duration::from_secs(5),
     );
     let rescuing = tokio::spawn(rescuer.run(shutdown.clone()));

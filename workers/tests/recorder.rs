@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use conveyor_events::{Broker, Command, MemoryBroker, Outgoing, Topics, Topology};
+use conveyor_events::{Broker, Command, MemoryBroker, Outgoing, Queues, Topics, Topology};
 use conveyor_schemas::lifecycle::UNSTORABLE;
-use conveyor_schemas::{Job, JobStatus};
-use conveyor_store::{Database, JobStore, Ledger, MemoryCache};
+use conveyor_schemas::{DEFAULT_QUEUE, Job, JobStatus};
+use conveyor_store::{Database, JobStore, JobTypeStore, Ledger, LiveCatalog, MemoryCache};
 use conveyor_workers::Recorder;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -28,10 +28,18 @@ async fn a_job_the_database_refuses_fails_alone_and_holds_up_no_other() {
     let schema = format!("t_{}", Uuid::now_v7().simple());
     let database = Database::connect(&url, None, Some(&schema)).await.unwrap();
     database.migrate().await.unwrap();
+    let catalog = LiveCatalog::load(JobTypeStore::new(database.clone()))
+        .await
+        .unwrap();
     let ledger = Ledger::new(Arc::new(MemoryCache::new()), JobStore::new(database));
     let topics = Topics::new("t.");
     let broker = Arc::new(MemoryBroker::new());
-    broker.declare(&Topology::conveyor(&topics));
+    broker.declare_groups(&Topology::conveyor(&topics, [DEFAULT_QUEUE]));
+    let queues = Arc::new(Queues::new(
+        broker.clone(),
+        topics.clone(),
+        [DEFAULT_QUEUE.into()],
+    ));
     let mut dead_letters = broker
         .subscribe(&topics.dead_letter(), Topics::WORKERS)
         .await
@@ -48,7 +56,7 @@ async fn a_job_the_database_refuses_fails_alone_and_holds_up_no_other() {
     }
     broker.publish(&topics.jobs(), commands).await.unwrap();
     let shutdown = CancellationToken::new();
-    let recorder = Recorder::new(broker.clone(), ledger.clone(), topics.clone());
+    let recorder = Recorder::new(queues.clone(), ledger.clone(), catalog.clone());
     let recording = tokio::spawn(recorder.run(shutdown.clone()));
 
     let dead = tokio::time::timeout(Duration::from_secs(10), dead_letters.recv(1))

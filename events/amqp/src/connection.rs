@@ -13,7 +13,7 @@ use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties};
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::topology::Declaration;
+use crate::topology::{Declaration, Declared};
 use crate::unavailable;
 
 /// How long connecting may take, waiting for another caller's attempt included: a `publish`
@@ -29,20 +29,20 @@ pub(crate) struct Link {
     address: String,
     /// What the connection is for, shown in RabbitMQ's connection list.
     role: &'static str,
-    declaration: Arc<Declaration>,
+    declared: Arc<Declared>,
     /// The open connection, if any. Held while connecting, so that callers finding the
     /// connection closed wait for one new connection instead of each opening their own.
     current: Mutex<Option<Connection>>,
 }
 
 impl Link {
-    pub(crate) fn new(uri: AMQPUri, role: &'static str, declaration: Arc<Declaration>) -> Link {
+    pub(crate) fn new(uri: AMQPUri, role: &'static str, declared: Arc<Declared>) -> Link {
         let address = format!("{}:{}", uri.authority.host, uri.authority.port);
         Link {
             uri,
             address,
             role,
-            declaration,
+            declared,
             current: Mutex::new(None),
         }
     }
@@ -120,17 +120,8 @@ impl Link {
                 })
         };
         let connection = within(CONNECT_TIMEOUT, &self.address, connecting).await?;
-        let channel = self.open_channel(&connection).await?;
-        within(
-            DECLARE_TIMEOUT,
-            &self.address,
-            self.declaration.declare(&channel),
-        )
-        .await?;
-        // Dropping the channel would close it too, but without waiting for RabbitMQ's answer.
-        if let Err(error) = channel.close(200, "declared".into()).await {
-            tracing::debug!(%error, "Could not close the channel that declared the topology.");
-        }
+        self.declare_on(&connection, &self.declared.current())
+            .await?;
         tracing::info!(
             address = %self.address,
             vhost = %self.uri.vhost,
@@ -138,6 +129,37 @@ impl Link {
             "Connected to RabbitMQ."
         );
         Ok(connection)
+    }
+
+    /// Declares `topology` on the open connection (opening it if need be), and keeps it, to be
+    /// declared again on every new connection.
+    pub(crate) async fn declare(
+        &self,
+        topology: &conveyor_events::Topology,
+    ) -> Result<(), BrokerError> {
+        let declaration = self.declared.add(topology)?;
+        let mut current = self.lock().await?;
+        let connection = self.live(&mut current).await?;
+        self.declare_on(connection, &declaration).await
+    }
+
+    async fn declare_on(
+        &self,
+        connection: &Connection,
+        declaration: &Declaration,
+    ) -> Result<(), BrokerError> {
+        let channel = self.open_channel(connection).await?;
+        within(
+            DECLARE_TIMEOUT,
+            &self.address,
+            declaration.declare(&channel),
+        )
+        .await?;
+        // Dropping the channel would close it too, but without waiting for RabbitMQ's answer.
+        if let Err(error) = channel.close(200, "declared".into()).await {
+            tracing::debug!(%error, "Could not close the channel that declared the topology.");
+        }
+        Ok(())
     }
 
     async fn open_channel(&self, connection: &Connection) -> Result<Channel, BrokerError> {

@@ -11,7 +11,7 @@ use lapin::types::FieldTable;
 use tokio::time::MissedTickBehavior;
 
 use crate::connection::Link;
-use crate::topology::Declaration;
+use crate::topology::{Declaration, Declared};
 use crate::unavailable;
 
 /// How often depths are read: how stale a depth may be.
@@ -24,9 +24,9 @@ pub(crate) struct Depths {
 }
 
 impl Depths {
-    /// Reads the depths of `declaration`'s topics every [`REFRESH_INTERVAL`], until the
+    /// Reads the depths of the topics declared every [`REFRESH_INTERVAL`], until the
     /// returned `Depths` is dropped.
-    pub(crate) fn watch(link: Arc<Link>, declaration: Arc<Declaration>) -> Arc<Depths> {
+    pub(crate) fn watch(link: Arc<Link>, declared: Arc<Declared>) -> Arc<Depths> {
         let depths = Arc::new(Depths::default());
         let watched = Arc::downgrade(&depths);
         tokio::spawn(async move {
@@ -37,7 +37,7 @@ impl Depths {
                 let Some(depths) = Weak::upgrade(&watched) else {
                     return;
                 };
-                let read = read(&link, &declaration).await;
+                let read = read(&link, &declared.current()).await;
                 let mut known = depths.known.write().unwrap_or_else(|e| e.into_inner());
                 match read {
                     Ok(read) => *known = read,

@@ -35,7 +35,7 @@ use crate::connection::Link;
 use crate::consumer::AmqpSubscription;
 use crate::depth::Depths;
 use crate::publisher::Publisher;
-use crate::topology::Declaration;
+use crate::topology::Declared;
 
 /// How to reach RabbitMQ and what to declare there.
 #[derive(Clone)]
@@ -101,11 +101,11 @@ impl AmqpBroker {
                 "rabbitmq: the broker URL is not an AMQP URI: {error}"
             ))
         })?;
-        let declaration = Arc::new(Declaration::new(topology, settings.queue_type)?);
-        let publishing = Arc::new(Link::new(uri.clone(), "publisher", declaration.clone()));
-        let consuming = Arc::new(Link::new(uri, "consumer", declaration.clone()));
+        let declared = Arc::new(Declared::new(topology, settings.queue_type)?);
+        let publishing = Arc::new(Link::new(uri.clone(), "publisher", declared.clone()));
+        let consuming = Arc::new(Link::new(uri, "consumer", declared.clone()));
         publishing.open().await?;
-        let depths = Depths::watch(publishing.clone(), declaration);
+        let depths = Depths::watch(publishing.clone(), declared);
         Ok(AmqpBroker {
             shared: Arc::new(Shared {
                 publisher: Publisher::new(publishing),
@@ -121,6 +121,11 @@ impl AmqpBroker {
 impl Broker for AmqpBroker {
     async fn publish(&self, topic: &str, messages: Vec<Outgoing>) -> Result<(), BrokerError> {
         self.shared.publisher.publish(topic, messages).await
+    }
+
+    async fn declare(&self, topology: &Topology) -> Result<(), BrokerError> {
+        // Both links share what is declared: the consuming one declares it on its next connection.
+        self.shared.publisher.link().declare(topology).await
     }
 
     async fn subscribe(

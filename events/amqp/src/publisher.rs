@@ -40,6 +40,10 @@ pub(crate) struct Publisher {
 }
 
 impl Publisher {
+    pub(crate) fn link(&self) -> &Link {
+        &self.link
+    }
+
     pub(crate) fn new(link: Arc<Link>) -> Publisher {
         Publisher {
             link,

@@ -1,5 +1,7 @@
 //! The exchanges, queues and bindings a [`Topology`] becomes in RabbitMQ.
 
+use std::sync::{Arc, RwLock};
+
 use conveyor_events::{BrokerError, Topology};
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
@@ -19,6 +21,40 @@ const DELIVERY_LIMIT: i32 = 1_000_000_000;
 /// The queue of consumer group `group` on `topic`.
 pub(crate) fn group_queue(topic: &str, group: &str) -> String {
     format!("{topic}.{group}")
+}
+
+/// Everything declared so far: the topology given at connect, and what was added since (queues
+/// first used later). Declared again whole on every new connection.
+pub(crate) struct Declared {
+    queue_type: QueueType,
+    topology: RwLock<Topology>,
+    current: RwLock<Arc<Declaration>>,
+}
+
+impl Declared {
+    pub(crate) fn new(topology: &Topology, queue_type: QueueType) -> Result<Declared, BrokerError> {
+        Ok(Declared {
+            queue_type,
+            current: RwLock::new(Arc::new(Declaration::new(topology, queue_type)?)),
+            topology: RwLock::new(topology.clone()),
+        })
+    }
+
+    pub(crate) fn current(&self) -> Arc<Declaration> {
+        self.current.read().unwrap().clone()
+    }
+
+    /// Adds `topology` and returns everything declared with it: a queue's arguments follow from
+    /// the whole (its dead-letter exchange), so that declaring it again later never clashes.
+    pub(crate) fn add(&self, topology: &Topology) -> Result<Arc<Declaration>, BrokerError> {
+        let mut whole = self.topology.write().unwrap();
+        let mut merged = whole.clone();
+        merged.merge(topology);
+        let declaration = Arc::new(Declaration::new(&merged, self.queue_type)?);
+        *whole = merged;
+        *self.current.write().unwrap() = declaration.clone();
+        Ok(declaration)
+    }
 }
 
 /// What to declare, with names checked once: AMQP names are at most 255 bytes.

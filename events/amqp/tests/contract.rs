@@ -41,7 +41,7 @@ async fn connect(topology: &Topology) -> Arc<dyn Broker> {
     let scheduled = delayed_through_postgres(Arc::new(amqp)).await;
     Arc::new(Cleaned {
         broker: scheduled,
-        topology: topology.clone(),
+        topology: Mutex::new(topology.clone()),
     })
 }
 
@@ -49,13 +49,19 @@ async fn connect(topology: &Topology) -> Arc<dyn Broker> {
 /// queues left behind by every run would weigh on the shared test broker.
 struct Cleaned {
     broker: Scheduled,
-    topology: Topology,
+    /// Everything declared: at connect and since.
+    topology: Mutex<Topology>,
 }
 
 #[async_trait]
 impl Broker for Cleaned {
     async fn publish(&self, topic: &str, messages: Vec<Outgoing>) -> Result<(), BrokerError> {
         self.broker.publish(topic, messages).await
+    }
+
+    async fn declare(&self, topology: &Topology) -> Result<(), BrokerError> {
+        self.topology.lock().unwrap().merge(topology);
+        self.broker.declare(topology).await
     }
 
     async fn subscribe(
@@ -77,7 +83,7 @@ impl Broker for Cleaned {
 
 impl Drop for Cleaned {
     fn drop(&mut self) {
-        let topology = self.topology.clone();
+        let topology = self.topology.lock().unwrap().clone();
         // Dropped inside the case's runtime, which cannot block on the cleanup itself.
         let cleanup = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use conveyor_events::{Broker, Delivery, Outgoing, Scheduled, Subscription, Topics, Topology};
+use conveyor_events::{
+    Broker, Delivery, Lane, Outgoing, Scheduled, Subscription, Topics, Topology,
+};
 use conveyor_store::{Database, SqlSchedule};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -248,6 +250,31 @@ pub async fn kept_topics_take_messages(broker: Arc<dyn Broker>, topics: &Topics)
     }
 }
 
+/// A topology declared after connecting (a queue first used later) gets its topics and groups:
+/// each group receives what is published from then on, before any of its consumers joined.
+pub async fn a_topology_declared_later_gets_its_groups(broker: Arc<dyn Broker>, topics: &Topics) {
+    let topic = topics.lane("late", Lane::Jobs);
+    let late = Topology {
+        groups: vec![
+            (topic.clone(), GROUP_A.to_owned()),
+            (topic.clone(), GROUP_B.to_owned()),
+        ],
+        kept: Vec::new(),
+    };
+    broker.declare(&late).await.expect("declare");
+    broker
+        .declare(&late)
+        .await
+        .expect("declaring again changes nothing");
+    broker.publish(&topic, numbered(5)).await.expect("publish");
+    for group in [GROUP_A, GROUP_B] {
+        let mut subscription = broker.subscribe(&topic, group).await.unwrap();
+        let received = receive(&mut subscription, 5).await;
+        assert_eq!(keys(&received), keys_of(5), "group {group}");
+        ack_all(received).await;
+    }
+}
+
 /// Runs every case, each on a fresh topology, connecting with `connect`.
 #[macro_export]
 macro_rules! broker_contract {
@@ -259,6 +286,7 @@ macro_rules! broker_contract {
         $crate::broker_contract!(@case $connect, delayed_messages_wait_until_due);
         $crate::broker_contract!(@case $connect, consumers_of_a_group_share_its_messages);
         $crate::broker_contract!(@case $connect, kept_topics_take_messages);
+        $crate::broker_contract!(@case $connect, a_topology_declared_later_gets_its_groups);
     };
     (@case $connect:path, $case:ident) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

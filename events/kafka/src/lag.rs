@@ -3,7 +3,7 @@
 //! that never ask spend nothing on it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Once, RwLock, Weak};
+use std::sync::{Arc, Mutex, Once, RwLock, Weak};
 use std::time::Duration;
 
 use conveyor_events::Topology;
@@ -21,7 +21,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(crate) struct Lag {
     settings: KafkaSettings,
-    topology: Topology,
+    /// What is measured: the topology given at connect, and what was declared since.
+    topology: RwLock<Topology>,
     started: Once,
     /// Per topic, as last measured; a topic whose measurement failed is left out.
     depths: RwLock<HashMap<String, u64>>,
@@ -31,10 +32,18 @@ impl Lag {
     pub(crate) fn new(settings: &KafkaSettings, topology: &Topology) -> Arc<Lag> {
         Arc::new(Lag {
             settings: settings.clone(),
-            topology: topology.clone(),
+            topology: RwLock::new(topology.clone()),
             started: Once::new(),
             depths: RwLock::default(),
         })
+    }
+
+    /// Measures the topics and groups of `topology` too, from the next measurement on.
+    pub(crate) fn add(&self, topology: &Topology) {
+        self.topology
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .merge(topology);
     }
 
     /// For a topic with groups, how far its slowest group is behind (messages not yet committed,
@@ -55,7 +64,7 @@ impl Lag {
             );
             return;
         };
-        match Probes::new(&self.settings, &self.topology) {
+        match Probes::new(&self.settings) {
             Ok(probes) => {
                 runtime.spawn(refresh(Arc::downgrade(self), Arc::new(probes)));
             }
@@ -73,8 +82,14 @@ async fn refresh(lag: Weak<Lag>, probes: Arc<Probes>) {
         ticks.tick().await;
         let Some(lag) = lag.upgrade() else { return };
         let measuring = probes.clone();
+        let topology = lag
+            .topology
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
         // Each request blocks its thread until answered or timed out.
-        let Ok(depths) = tokio::task::spawn_blocking(move || measuring.measure()).await else {
+        let Ok(depths) = tokio::task::spawn_blocking(move || measuring.measure(&topology)).await
+        else {
             return;
         };
         *lag.depths
@@ -84,41 +99,30 @@ async fn refresh(lag: Weak<Lag>, probes: Arc<Probes>) {
 }
 
 /// Clients that only read: partitions and watermarks, and each group's committed offsets (which
-/// Kafka answers per consumer group, hence one client per group; none of them joins its group).
+/// Kafka answers per consumer group, hence one client per group, made when the group is first
+/// measured; none of them joins its group).
 struct Probes {
+    settings: KafkaSettings,
     watermarks: BaseConsumer,
-    /// `(topic, client in the topic's group)`
-    groups: Vec<(String, BaseConsumer)>,
-    topics: Vec<String>,
+    /// By Kafka group id.
+    groups: Mutex<HashMap<String, Arc<BaseConsumer>>>,
 }
 
 impl Probes {
-    fn new(settings: &KafkaSettings, topology: &Topology) -> KafkaResult<Probes> {
-        let client = |group: Option<String>| {
-            let mut config = ClientConfig::new();
-            config.set("bootstrap.servers", &settings.bootstrap);
-            if let Some(group) = group {
-                config.set("group.id", group);
-            }
-            config.create::<BaseConsumer>()
-        };
-        let groups = topology
-            .groups
-            .iter()
-            .map(|(topic, group)| Ok((topic.clone(), client(Some(group_id(topic, group)))?)))
-            .collect::<KafkaResult<_>>()?;
+    fn new(settings: &KafkaSettings) -> KafkaResult<Probes> {
         Ok(Probes {
-            watermarks: client(None)?,
-            groups,
-            topics: topology.topics().into_iter().map(str::to_owned).collect(),
+            settings: settings.clone(),
+            watermarks: client(settings, None)?,
+            groups: Mutex::default(),
         })
     }
 
-    fn measure(&self) -> HashMap<String, u64> {
-        self.topics
-            .iter()
-            .filter_map(|topic| match self.measure_topic(topic) {
-                Ok(depth) => Some((topic.clone(), depth)),
+    fn measure(&self, topology: &Topology) -> HashMap<String, u64> {
+        topology
+            .topics()
+            .into_iter()
+            .filter_map(|topic| match self.measure_topic(topology, topic) {
+                Ok(depth) => Some((topic.to_owned(), depth)),
                 Err(error) => {
                     tracing::debug!(%topic, %error, "Could not measure the lag of a Kafka topic.");
                     None
@@ -127,7 +131,22 @@ impl Probes {
             .collect()
     }
 
-    fn measure_topic(&self, topic: &str) -> KafkaResult<u64> {
+    /// The client that reads `group`'s committed offsets on `topic`.
+    fn group(&self, topic: &str, group: &str) -> KafkaResult<Arc<BaseConsumer>> {
+        let id = group_id(topic, group);
+        let mut groups = self
+            .groups
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(client) = groups.get(&id) {
+            return Ok(client.clone());
+        }
+        let made = Arc::new(client(&self.settings, Some(id.clone()))?);
+        groups.insert(id, made.clone());
+        Ok(made)
+    }
+
+    fn measure_topic(&self, topology: &Topology, topic: &str) -> KafkaResult<u64> {
         let metadata = self
             .watermarks
             .fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
@@ -142,12 +161,12 @@ impl Probes {
             );
             partitions.add_partition(topic, id);
         }
-        let groups: Vec<&BaseConsumer> = self
+        let groups = topology
             .groups
             .iter()
             .filter(|(of, _)| of == topic)
-            .map(|(_, client)| client)
-            .collect();
+            .map(|(_, group)| self.group(topic, group))
+            .collect::<KafkaResult<Vec<_>>>()?;
         if groups.is_empty() {
             return Ok(marks.values().map(|(low, high)| (high - low) as u64).sum());
         }
@@ -171,4 +190,13 @@ impl Probes {
         }
         Ok(deepest)
     }
+}
+
+fn client(settings: &KafkaSettings, group: Option<String>) -> KafkaResult<BaseConsumer> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &settings.bootstrap);
+    if let Some(group) = group {
+        config.set("group.id", group);
+    }
+    config.create::<BaseConsumer>()
 }

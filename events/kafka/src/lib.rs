@@ -87,6 +87,12 @@ impl Broker for KafkaBroker {
         self.producer.publish(topic, &messages).await
     }
 
+    async fn declare(&self, topology: &Topology) -> Result<(), BrokerError> {
+        topics::create(&self.settings, topology).await?;
+        self.lag.add(topology);
+        Ok(())
+    }
+
     async fn subscribe(
         &self,
         topic: &str,

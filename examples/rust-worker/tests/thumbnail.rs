@@ -85,31 +85,3 @@ async fn the_workers_own_type_is_accepted_checked_and_run() {
     running.shutdown();
     running.wait().await.unwrap();
 }
-
-#[tokio::test]
-async fn a_type_with_a_cap_the_worker_pool_cannot_honour_stops_the_start() {
-    let data = tempfile::tempdir().unwrap();
-    let database = format!("sqlite://{}?mode=rwc", data.path().join("c.db").display());
-    let line = [
-        "rust-worker",
-        "dev",
-        "--listen",
-        "127.0.0.1:0",
-        "--database-url",
-        &database,
-    ];
-    let cli = conveyor::Cli::try_parse_from(line).unwrap();
-    let capped = conveyor::JobTypeInfo {
-        concurrency: Some(2),
-        ..conveyor::JobTypeInfo::compiled("capped", "", json!({}))
-    };
-    let registry =
-        conveyor::Registry::built_in().with_type(capped, conveyor_example_rust_worker::Thumbnail);
-    let Err(error) = conveyor::start_with(cli.command, registry).await else {
-        panic!("a cap the worker pool cannot honour must stop the start");
-    };
-    assert!(
-        format!("{error:#}").contains("`capped` sets concurrency"),
-        "{error:#}"
-    );
-}
