@@ -256,6 +256,14 @@ pub struct WorkerPoolArgs {
     /// recorder in every worker process records every queue all the same.
     #[arg(long, env = "CONVEYOR_QUEUES", value_delimiter = ',', value_parser = queue_name)]
     pub queues: Vec<String>,
+    /// Where push deliveries may go beyond public addresses: comma-separated host names and
+    /// CIDRs (`hooks.internal,10.1.0.0/16,127.0.0.1/32`). Loopback, private, link-local and
+    /// metadata addresses are refused unless listed, checked after DNS resolution.
+    #[arg(long, env = "CONVEYOR_OUTBOUND_ALLOW", default_value = "")]
+    pub outbound_allow: String,
+    /// The most of a push endpoint's answer read, in bytes; a longer answer fails the attempt.
+    #[arg(long, env = "CONVEYOR_PUSH_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..=64 * 1024 * 1024))]
+    pub push_max_body_bytes: u64,
 }
 
 impl WorkerPoolArgs {

@@ -7,6 +7,7 @@ pub mod config;
 mod job_types_file;
 pub mod token;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,7 +16,9 @@ use conveyor_api::{
     InputLimits, JwksSettings, Policies, Secret,
 };
 use conveyor_store::redact;
-use conveyor_workers::{Pruner, Recorder, Rescuer, WorkerPool, WorkerSettings};
+use conveyor_workers::{
+    OutboundPolicy, Pruner, Push, Recorder, Rescuer, WorkerPool, WorkerSettings,
+};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -360,6 +363,7 @@ async fn start_workers(
             backoff: backends.backoff,
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
             queues: args.queue_choice(),
+            push: Arc::new(push(args)?),
         },
     );
     let recorder = Recorder::new(
@@ -400,6 +404,13 @@ async fn start_workers(
             .context("The worker pool could not start")
     });
     Ok(())
+}
+
+/// The sender of push deliveries, going only where `CONVEYOR_OUTBOUND_ALLOW` lets it.
+fn push(args: &WorkerPoolArgs) -> anyhow::Result<Push> {
+    let policy = OutboundPolicy::parse(&args.outbound_allow)?;
+    Push::new(policy, args.push_max_body_bytes as usize)
+        .context("Failed to build the client of push deliveries")
 }
 
 fn print_dev_banner(running: &Running, backends: &BackendArgs, secret: &str) {

@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use conveyor_events::{Queues, dead_letter};
 use conveyor_schemas::lifecycle::{Event, Kept};
-use conveyor_schemas::{JobStatus, JobTypeInfo, JobTypeSpec, is_built_in, taken_by_built_in};
+use conveyor_schemas::{
+    FieldError, JobMode, JobStatus, JobTypeInfo, JobTypeSpec, SigningSecret, is_built_in,
+    taken_by_built_in,
+};
 use conveyor_store::{Change, Ledger, LiveCatalog};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -20,6 +23,25 @@ pub struct JobTypeRemoved {
     pub name: String,
     /// Unfinished jobs of the type that were failed (with `?force=true`).
     pub failed_jobs: u64,
+}
+
+/// A type as `PUT /v1/job-types/{name}` answers it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Registered {
+    #[serde(flatten)]
+    pub info: JobTypeInfo,
+    /// A push type's signing secret (`whsec_…`), when one was made for it now: shown this once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    #[serde(skip)]
+    pub created: bool,
+}
+
+/// The answer of `POST /v1/job-types/{name}/secret/rotate`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RotatedSecret {
+    /// The new `whsec_…` secret: shown this once.
+    pub secret: String,
 }
 
 pub struct TypeRegistry {
@@ -39,12 +61,21 @@ impl TypeRegistry {
 
     /// Registers or replaces the type `name`; `true` when it is new. Seen at once here, and by
     /// every other process at its next refresh.
-    pub async fn put(
-        &self,
-        name: &str,
-        spec: JobTypeSpec,
-    ) -> Result<(JobTypeInfo, bool), ApiError> {
-        let info = spec.define(name)?;
+    pub async fn put(&self, name: &str, spec: JobTypeSpec) -> Result<Registered, ApiError> {
+        let mut info = spec.define(name)?;
+        let mut made_secret = None;
+        if info.mode == JobMode::Push && info.signing_secret.is_none() {
+            // A replaced push type keeps its secret, so its receivers need no change.
+            let kept = self.catalog.store().get(name).await?;
+            info.signing_secret = match kept.and_then(|kept| kept.signing_secret) {
+                Some(kept) => Some(kept),
+                None => {
+                    let made = SigningSecret::generate();
+                    made_secret = Some(made.expose());
+                    Some(made)
+                }
+            };
+        }
         // Its queue exists before any replica can accept a job of the type.
         self.queues
             .declare(&info.queue)
@@ -53,7 +84,33 @@ impl TypeRegistry {
         let created = self.catalog.store().put(&info).await?;
         self.catalog.refresh().await?;
         tracing::info!(job_type = name, created, "Job type registered.");
-        Ok((info, created))
+        Ok(Registered {
+            info,
+            secret: made_secret,
+            created,
+        })
+    }
+
+    /// Gives push type `name` a new signing secret, used from the next delivery on (by every
+    /// worker within a second), and returns it: the only time it is shown.
+    pub async fn rotate_secret(&self, name: &str) -> Result<RotatedSecret, ApiError> {
+        let mut info = self.get(name).await?;
+        if info.mode != JobMode::Push {
+            return Err(ApiError::from(FieldError {
+                field: "name".into(),
+                message: format!(
+                    "`{name}` is a {} type: only push types have a secret",
+                    info.mode.as_str()
+                ),
+            }));
+        }
+        let made = SigningSecret::generate();
+        let secret = made.expose();
+        info.signing_secret = Some(made);
+        self.catalog.store().put(&info).await?;
+        self.catalog.refresh().await?;
+        tracing::info!(job_type = name, "Signing secret rotated.");
+        Ok(RotatedSecret { secret })
     }
 
     /// A built-in or registered type, as the store has it now.

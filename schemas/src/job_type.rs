@@ -6,7 +6,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::catalog::compile;
-use crate::{Backoff, FieldError, is_built_in};
+use crate::{Backoff, FieldError, SigningSecret, is_built_in};
 
 /// The queue of a type that names none.
 pub const DEFAULT_QUEUE: &str = "default";
@@ -84,6 +84,10 @@ pub struct JobTypeInfo {
     /// Most attempts of this type running at once across the deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
+    /// What push deliveries are signed with (`push` types only). Never shown: the store keeps it
+    /// beside the type, and it is given out once, when made or rotated.
+    #[serde(skip)]
+    pub signing_secret: Option<SigningSecret>,
 }
 
 impl JobTypeInfo {
@@ -101,6 +105,7 @@ impl JobTypeInfo {
             timeout_ms: None,
             backoff: None,
             concurrency: None,
+            signing_secret: None,
         }
     }
 }
@@ -135,6 +140,11 @@ pub struct JobTypeSpec {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 100000)]
     pub concurrency: Option<u32>,
+    /// `push` types: the `whsec_…` secret deliveries are signed with (Standard Webhooks). Left
+    /// out, a new push type gets one made for it (shown once, in the answer), and a replaced one
+    /// keeps its own.
+    #[serde(default)]
+    pub secret: Option<String>,
 }
 
 /// Whether `name` may name a job type (or a queue): `[a-z0-9][a-z0-9._-]{0,62}`.
@@ -153,6 +163,35 @@ pub fn taken_by_built_in(name: &str) -> FieldError {
         "name",
         format!("`{name}` is a built-in type: it cannot be registered, replaced or removed"),
     )
+}
+
+/// An endpoint must be an absolute `http`/`https` URL; where it may point is checked at each
+/// delivery, after DNS resolution (the allow-list of the workers).
+fn check_endpoint(endpoint: &str) -> Result<(), FieldError> {
+    const MAX_LEN: usize = 2048;
+    let rest = endpoint
+        .strip_prefix("https://")
+        .or_else(|| endpoint.strip_prefix("http://"));
+    let host = rest.map(|rest| rest.split(['/', '?', '#']).next().unwrap_or_default());
+    match host {
+        _ if endpoint.len() > MAX_LEN => Err(invalid(
+            "endpoint",
+            format!("the endpoint is longer than {MAX_LEN} characters"),
+        )),
+        None => Err(invalid(
+            "endpoint",
+            "the endpoint must be an http:// or https:// URL",
+        )),
+        Some(host)
+            if host.is_empty() || host.contains(char::is_whitespace) || host.contains('@') =>
+        {
+            Err(invalid(
+                "endpoint",
+                "the endpoint must name a host, with no credentials or spaces",
+            ))
+        }
+        Some(_) => Ok(()),
+    }
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> FieldError {
@@ -183,16 +222,26 @@ impl JobTypeSpec {
                 ));
             }
             JobMode::Push => {
-                return Err(invalid(
-                    "mode",
-                    "push delivery is not available yet; register the type as `pull` and run an HTTP worker",
-                ));
+                let Some(endpoint) = &self.endpoint else {
+                    return Err(invalid("endpoint", "push types need an endpoint"));
+                };
+                check_endpoint(endpoint)?;
             }
-            JobMode::Pull => {}
+            JobMode::Pull => {
+                if self.endpoint.is_some() {
+                    return Err(invalid("endpoint", "only push types have an endpoint"));
+                }
+                if self.secret.is_some() {
+                    return Err(invalid("secret", "only push types have a secret"));
+                }
+            }
         }
-        if self.endpoint.is_some() {
-            return Err(invalid("endpoint", "only push types have an endpoint"));
-        }
+        let signing_secret = self
+            .secret
+            .as_deref()
+            .map(SigningSecret::parse)
+            .transpose()
+            .map_err(|error| invalid("secret", error.to_string()))?;
         if let Some(concurrency) = self.concurrency
             && !(1..=CONCURRENCY_LIMIT).contains(&concurrency)
         {
@@ -245,12 +294,13 @@ impl JobTypeSpec {
             description: self.description.unwrap_or_default(),
             payload_schema: self.payload_schema,
             mode: self.mode,
-            endpoint: None,
+            endpoint: self.endpoint,
             queue,
             max_attempts: self.max_attempts,
             timeout_ms: self.timeout_ms,
             backoff: self.backoff,
             concurrency: self.concurrency,
+            signing_secret,
         };
         compile(&info)?;
         Ok(info)
@@ -287,6 +337,31 @@ mod tests {
     }
 
     #[test]
+    fn a_push_type_keeps_its_endpoint_and_the_secret_it_names() {
+        let secret = SigningSecret::generate().expose();
+        let info = spec(json!({
+            "mode": "push",
+            "payload_schema": {},
+            "endpoint": "https://hooks.example.com/run?k=1",
+            "secret": secret,
+        }))
+        .define("hook")
+        .unwrap();
+        assert_eq!(
+            info.endpoint.as_deref(),
+            Some("https://hooks.example.com/run?k=1")
+        );
+        assert_eq!(info.signing_secret.unwrap().expose(), secret);
+        let shown = serde_json::to_value(
+            spec(json!({"mode": "push", "payload_schema": {}, "endpoint": "http://h/", "secret": secret}))
+                .define("hook")
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(shown.get("signing_secret").is_none() && !shown.to_string().contains("whsec_"));
+    }
+
+    #[test]
     fn each_bad_field_is_named() {
         let cases = [
             (
@@ -317,6 +392,23 @@ mod tests {
             (
                 json!({"mode": "pull", "payload_schema": {}, "concurrency": 0}),
                 "concurrency",
+            ),
+            (
+                json!({"mode": "pull", "payload_schema": {}, "secret": "whsec_x"}),
+                "secret",
+            ),
+            (json!({"mode": "push", "payload_schema": {}}), "endpoint"),
+            (
+                json!({"mode": "push", "payload_schema": {}, "endpoint": "ftp://x"}),
+                "endpoint",
+            ),
+            (
+                json!({"mode": "push", "payload_schema": {}, "endpoint": "https://u:p@x/"}),
+                "endpoint",
+            ),
+            (
+                json!({"mode": "push", "payload_schema": {}, "endpoint": "https://x", "secret": "whsec_c2hvcnQ="}),
+                "secret",
             ),
         ];
         for (body, field) in cases {

@@ -6,6 +6,7 @@ mod catalog;
 mod job;
 mod job_type;
 pub mod lifecycle;
+mod signing;
 
 pub use backoff::Backoff;
 pub use catalog::{FieldError, JobTypeCatalog, PayloadRejected, is_built_in};
@@ -14,6 +15,7 @@ pub use job_type::{
     BackoffSpec, DEFAULT_QUEUE, JobMode, JobTypeInfo, JobTypeSpec, MAX_ATTEMPTS_LIMIT,
     TIMEOUT_MS_LIMIT, taken_by_built_in, valid_name,
 };
+pub use signing::{SecretError, SigningSecret};
 
 /// The JSON Schema of [`Job`], checked against the Rust mirror in tests.
 pub const JOB_SCHEMA: &str = include_str!("../json/job.v1.schema.json");

@@ -5,9 +5,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::Utc;
-use conveyor_schemas::{FieldError, JobTypeCatalog, JobTypeInfo};
+use conveyor_schemas::{FieldError, JobTypeCatalog, JobTypeInfo, SigningSecret};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue, EntityTrait, QueryOrder};
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::entity::job_types;
@@ -49,7 +50,11 @@ impl JobTypeStore {
 
     /// Registers `info` or replaces the type of its name; `true` when it is new.
     pub async fn put(&self, info: &JobTypeInfo) -> Result<bool, StoreError> {
-        let definition = serde_json::to_string(info)
+        let stored = Stored {
+            info: info.clone(),
+            signing_secret: info.signing_secret.as_ref().map(SigningSecret::expose),
+        };
+        let definition = serde_json::to_string(&stored)
             .map_err(|error| StoreError::Refused(format!("job type `{}`: {error}", info.name)))?;
         let row = job_types::ActiveModel {
             name: ActiveValue::Set(info.name.clone()),
@@ -81,13 +86,33 @@ impl JobTypeStore {
     }
 }
 
+/// A row's definition: the type as the API shows it, and its signing secret, which the API never
+/// shows.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    #[serde(flatten)]
+    info: JobTypeInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signing_secret: Option<String>,
+}
+
 fn decode(row: &job_types::Model) -> Result<JobTypeInfo, StoreError> {
-    serde_json::from_str(&row.definition).map_err(|error| {
+    let unreadable = |error: String| {
         StoreError::Database(format!(
             "the stored job type `{}` cannot be read: {error}",
             row.name
         ))
-    })
+    };
+    let stored: Stored =
+        serde_json::from_str(&row.definition).map_err(|error| unreadable(error.to_string()))?;
+    let mut info = stored.info;
+    info.signing_secret = stored
+        .signing_secret
+        .as_deref()
+        .map(SigningSecret::parse)
+        .transpose()
+        .map_err(|error| unreadable(error.to_string()))?;
+    Ok(info)
 }
 
 /// The catalog this process goes by: the built-in types and the registered ones, as the store

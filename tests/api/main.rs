@@ -15,6 +15,7 @@ mod list;
 mod polling;
 mod proxy;
 mod pull_workers;
+mod push;
 mod queues;
 mod quotas;
 mod restart;

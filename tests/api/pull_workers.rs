@@ -332,7 +332,9 @@ async fn bad_definitions_and_bad_claims_are_refused_naming_the_field() {
     refused("a", not_a_schema, "payload_schema").await;
     let mut push = resize_type();
     push["mode"] = json!("push");
-    refused("a", push, "mode").await;
+    refused("a", push.clone(), "endpoint").await;
+    push["endpoint"] = json!("ftp://files.example.com/");
+    refused("a", push, "endpoint").await;
     let mut unknown = resize_type();
     unknown["colour"] = json!("red");
     refused("a", unknown, "colour").await;

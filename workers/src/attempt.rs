@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -16,6 +16,7 @@ use crate::commands::{follow_up, hold};
 use crate::handler::{Handler, JobContext, JobError};
 use crate::metrics;
 use crate::pool::Shared;
+use crate::push::PushDelivery;
 
 /// Pause before handing a message back after a failure to record, so that a database outage does
 /// not turn into a hot redelivery loop.
@@ -32,9 +33,9 @@ enum Settle {
     Ack,
     /// Not now: hand it back to be delivered again shortly.
     Later,
-    /// Another delivery of a job whose attempt runs here (a broker that lost its connection hands
-    /// out again what was unacknowledged): settled once that attempt ends.
-    AfterAttempt(Arc<Attempt>),
+    /// Another delivery of a job whose attempt runs here, carrying the job at `version`: settled
+    /// once that attempt ends (see [`settle_after`]).
+    AfterAttempt(Arc<Attempt>, u64),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,8 @@ pub(crate) struct Attempt {
     ended: CancellationToken,
     /// Whether its outcome was recorded (and followed up).
     recorded: AtomicBool,
+    /// The job's version once the attempt started (0 before).
+    started: AtomicU64,
 }
 
 /// Handles a delivery from `lane` (and the job its command carries, as decoded) and settles it:
@@ -88,16 +91,17 @@ pub(crate) async fn process(
     match handle(shared, lane, job).await {
         Ok(Settle::Ack) => acknowledge(delivery, Some(job_id)).await,
         Ok(Settle::Later) => hand_back(delivery).await,
-        Ok(Settle::AfterAttempt(attempt)) => {
+        Ok(Settle::AfterAttempt(attempt, version)) => {
             // Not acknowledged at once: if this process dies before the attempt's outcome is
             // recorded, this delivery is the job's only message left. It waits without a slot of
             // the pool, which it does not need.
             tokio::spawn(async move {
                 attempt.ended.cancelled().await;
-                if attempt.recorded.load(Ordering::Acquire) {
-                    acknowledge(delivery, Some(job_id)).await;
-                } else {
-                    hand_back(delivery).await;
+                let recorded = attempt.recorded.load(Ordering::Acquire);
+                let started = attempt.started.load(Ordering::Acquire);
+                match settle_after(recorded, started, version) {
+                    AfterAttempt::Done => acknowledge(delivery, Some(job_id)).await,
+                    AfterAttempt::Again => hand_back(delivery).await,
                 }
             });
         }
@@ -110,6 +114,26 @@ pub(crate) async fn process(
             tracing::error!(%job_id, %error, "Could not record the attempt; handing the command back.");
             hand_back(delivery).await;
         }
+    }
+}
+
+/// What becomes of a delivery that came while an attempt of its job ran here, once it ended.
+#[derive(Debug, PartialEq)]
+enum AfterAttempt {
+    /// A copy of the command that started the attempt (a broker that lost its connection hands
+    /// out again what was unacknowledged): the recorded attempt settled it.
+    Done,
+    /// Delivered again, to be handled like any: the attempt was not recorded, or this is the
+    /// command of the job's next attempt (newer than the one that ran), which a retry due at once
+    /// can send before the attempt has let go of the job.
+    Again,
+}
+
+fn settle_after(recorded: bool, started_version: u64, delivered_version: u64) -> AfterAttempt {
+    if recorded && delivered_version <= started_version {
+        AfterAttempt::Done
+    } else {
+        AfterAttempt::Again
     }
 }
 
@@ -128,6 +152,7 @@ async fn hand_back(delivery: Delivery) {
 #[tracing::instrument(skip_all, fields(job_id = %command_job.id, job_type = %command_job.job_type))]
 async fn handle(shared: &Shared, lane: Lane, command_job: Job) -> Result<Settle, AttemptError> {
     let ledger = &shared.ledger;
+    let delivered_version = command_job.version;
     let current = ledger.current(&command_job).await?;
     if current.status.is_terminal() {
         return ended(shared, current).await;
@@ -149,7 +174,7 @@ async fn handle(shared: &Shared, lane: Lane, command_job: Job) -> Result<Settle,
         hold(&shared.queues, &shared.catalog, lane, &current, run_at).await?;
         return Ok(Settle::Ack);
     }
-    let Some(handler) = shared.registry.get(&current.job_type) else {
+    let Some(handler) = handler_of(shared, &current.job_type) else {
         // Left for a worker that runs it (a newer binary), never failed for want of one here.
         tracing::warn!("No handler for this job type here; handing the command back.");
         return Ok(Settle::Later);
@@ -158,7 +183,7 @@ async fn handle(shared: &Shared, lane: Lane, command_job: Job) -> Result<Settle,
     // one delivery of a job is handled here at a time.
     let registered = match Registered::claim(shared, current.id) {
         Ok(registered) => registered,
-        Err(running_here) => return Ok(Settle::AfterAttempt(running_here)),
+        Err(running_here) => return Ok(Settle::AfterAttempt(running_here, delivered_version)),
     };
     // One worker at a time runs a job: a `running` job whose worker lives (and so renews its
     // lease) is not taken over, however its message came here (a Kafka rebalance, a requeue).
@@ -202,6 +227,10 @@ async fn handle(shared: &Shared, lane: Lane, command_job: Job) -> Result<Settle,
         }
         Change::Declined(..) => return Ok(Settle::Later),
     };
+    registered
+        .attempt
+        .started
+        .store(running.version, Ordering::Release);
     metrics::QUEUE_WAIT_SECONDS
         .with_label_values(&[&running.job_type])
         .observe(
@@ -268,6 +297,7 @@ impl<'a> Registered<'a> {
                     cancel: CancellationToken::new(),
                     ended: CancellationToken::new(),
                     recorded: AtomicBool::new(false),
+                    started: AtomicU64::new(0),
                 });
                 slot.insert(attempt.clone());
                 Ok(Registered {
@@ -285,6 +315,19 @@ impl Drop for Registered<'_> {
         self.shared.running.lock().unwrap().remove(&self.job_id);
         self.attempt.ended.cancel();
     }
+}
+
+/// What runs `job_type`'s jobs here: a handler of this binary's, or the delivery of a push type.
+fn handler_of(shared: &Shared, job_type: &str) -> Option<Arc<dyn Handler>> {
+    if let Some(handler) = shared.registry.get(job_type) {
+        return Some(handler);
+    }
+    let catalog = shared.catalog.current();
+    let info = catalog
+        .get(job_type)
+        .filter(|info| info.mode == JobMode::Push)?;
+    let delivery = PushDelivery::of(&shared.settings.push, info)?;
+    Some(Arc::new(delivery))
 }
 
 /// When a job of a type at its `concurrency` cap is delivered again: soon, spread out so that the
@@ -436,19 +479,41 @@ async fn execute(
     };
     timer.observe_duration();
     metrics::RUNNING.dec();
+    let retry_after = |error, delay| Outcome::Failed {
+        error,
+        retry_at: Some(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default()),
+    };
     match result {
         Ok(value) => Outcome::Succeeded(value),
         Err(_) if cancel.is_cancelled() => Outcome::Cancelled,
         Err(JobError::Retryable(error)) => {
-            let delay = shared.settings.backoff.delay(running.attempts);
-            Outcome::Failed {
-                error,
-                retry_at: Some(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default()),
-            }
+            let backoff = shared
+                .catalog
+                .current()
+                .get(&running.job_type)
+                .and_then(|info| info.backoff)
+                .map_or(shared.settings.backoff, |spec| spec.backoff());
+            retry_after(error, backoff.delay(running.attempts))
         }
+        Err(JobError::RetryAfter(error, delay)) => retry_after(error, delay),
         Err(JobError::Permanent(error)) => Outcome::Failed {
             error,
             retry_at: None,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delivery_during_an_attempt_is_done_with_only_if_it_is_a_copy_of_the_recorded_one() {
+        // The command that started the attempt (version 1; running at 2), delivered again.
+        assert_eq!(settle_after(true, 2, 1), AfterAttempt::Done);
+        // The next attempt's command, sent when the attempt was recorded (version 3).
+        assert_eq!(settle_after(true, 2, 3), AfterAttempt::Again);
+        // The attempt was not recorded: the job is not done with.
+        assert_eq!(settle_after(false, 2, 1), AfterAttempt::Again);
     }
 }

@@ -24,6 +24,10 @@ pub enum JobError {
     /// Trying again cannot help: the job fails now.
     #[error("{0}")]
     Permanent(String),
+    /// Worth trying again, not before the delay given (an endpoint's `Retry-After`) rather than
+    /// after a backoff, while attempts remain.
+    #[error("{0}")]
+    RetryAfter(String, Duration),
 }
 
 /// Progress reports of one attempt closer together than this are dropped: each one recorded is a
@@ -56,6 +60,15 @@ impl JobContext {
 
     pub fn job_id(&self) -> Uuid {
         self.job.id
+    }
+
+    pub fn job_type(&self) -> &str {
+        &self.job.job_type
+    }
+
+    /// The tenant that submitted the job.
+    pub fn tenant(&self) -> &str {
+        &self.job.tenant
     }
 
     /// 1 for the first attempt.

@@ -12,11 +12,13 @@ mod handler;
 mod metrics;
 mod pool;
 mod pruner;
+mod push;
 mod recorder;
 mod registry;
 mod rescuer;
 
 pub use consumed::QueueChoice;
+pub use conveyor_push::{OutboundPolicy, Push};
 pub use conveyor_schemas::Backoff;
 pub use handler::{Handler, JobContext, JobError};
 pub use pool::{WorkerPool, WorkerSettings};

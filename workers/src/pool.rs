@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::attempt::{self, Attempt};
 use crate::consumed::{Following, QueueChoice, Subscribed};
 use crate::fair::FairQueue;
-use crate::{Backoff, Registry};
+use crate::{Backoff, Push, Registry};
 
 /// Messages claimed from the broker in one go, at most.
 const MAX_CLAIM: usize = 256;
@@ -40,6 +40,8 @@ pub struct WorkerSettings {
     pub shutdown_grace: Duration,
     /// The queues whose jobs run here.
     pub queues: QueueChoice,
+    /// Delivers the jobs of push types.
+    pub push: Arc<Push>,
 }
 
 /// A pool of workers in one process: claims commands in batches, runs up to `concurrency` at once,

@@ -12,7 +12,7 @@ use crate::problem::{ApiError, Problem};
 use crate::routes::jobs::{body_as, query_params};
 use crate::service::JobService;
 use crate::tenants::TenantLimits;
-use crate::type_registry::{JobTypeRemoved, TypeRegistry};
+use crate::type_registry::{JobTypeRemoved, Registered, RotatedSecret, TypeRegistry};
 
 #[derive(Serialize, ToSchema)]
 pub struct JobTypeList {
@@ -61,8 +61,8 @@ pub(crate) async fn list(
     params(("name" = String, Path, description = "`[a-z0-9][a-z0-9._-]{0,62}`")),
     request_body = JobTypeSpec,
     responses(
-        (status = 201, description = "Registered", body = JobTypeInfo),
-        (status = 200, description = "Replaced", body = JobTypeInfo),
+        (status = 201, description = "Registered; a push type's new signing secret is in `secret`, shown this once", body = Registered),
+        (status = 200, description = "Replaced", body = Registered),
         (status = 422, description = "An invalid name or field, or a payload_schema that is not a JSON Schema; `field` names it", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]))
@@ -75,13 +75,35 @@ pub(crate) async fn put(
     input: web::Data<InputLimits>,
 ) -> Result<HttpResponse, ApiError> {
     let spec: JobTypeSpec = body_as(body.into_inner(), &input)?;
-    let (info, created) = registry.put(&name, spec).await?;
-    let mut response = if created {
+    let registered = registry.put(&name, spec).await?;
+    let mut response = if registered.created {
         HttpResponse::Created()
     } else {
         HttpResponse::Ok()
     };
-    Ok(response.json(info))
+    Ok(response.json(registered))
+}
+
+/// Rotate a push type's signing secret
+///
+/// Deliveries are signed with the new secret from the next one on (every worker sees it within a
+/// second); the old one stops working then. The new secret is shown this once.
+#[utoipa::path(
+    post, path = "/v1/job-types/{name}/secret/rotate", tag = "job types",
+    params(("name" = String, Path, description = "A push type's name")),
+    responses(
+        (status = 200, description = "The new secret", body = RotatedSecret),
+        (status = 404, description = "No such type", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a push type (`field`: `name`)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]))
+)]
+pub(crate) async fn rotate_secret(
+    _caller: Scoped<Admin>,
+    name: web::Path<String>,
+    registry: web::Data<TypeRegistry>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(registry.rotate_secret(&name).await?))
 }
 
 /// Get a job type

@@ -60,6 +60,11 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
                 .route(gated(web::delete().to(job_types::delete))),
         ),
         (
+            "POST",
+            web::resource("/v1/job-types/{name}/secret/rotate")
+                .route(gated(web::post().to(job_types::rotate_secret))),
+        ),
+        (
             "GET",
             web::resource("/openapi.json").route(web::get().to(docs::openapi_json)),
         ),

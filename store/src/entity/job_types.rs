@@ -5,7 +5,7 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub name: String,
-    /// The type as JSON ([`conveyor_schemas::JobTypeInfo`]).
+    /// The type as JSON ([`conveyor_schemas::JobTypeInfo`]), with its signing secret if any.
     pub definition: String,
     pub updated_at: DateTimeUtc,
 }

@@ -12,7 +12,7 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::outbound::{OutboundPolicy, ResolveError, host_name};
 use crate::outcome::{PushOutcome, Verdict, answer_error, excerpt, outcome_of, result_of};
-use crate::secret::Secret;
+use conveyor_schemas::SigningSecret;
 
 const USER_AGENT: &str = concat!("conveyor/", env!("CARGO_PKG_VERSION"));
 
@@ -54,7 +54,7 @@ impl Push {
         &self,
         endpoint: &str,
         message_id: &str,
-        secret: &Secret,
+        secret: &SigningSecret,
         body: Vec<u8>,
         timeout: Duration,
     ) -> PushOutcome {
@@ -78,7 +78,7 @@ impl Push {
         &self,
         url: Url,
         message_id: &str,
-        secret: &Secret,
+        secret: &SigningSecret,
         body: Vec<u8>,
     ) -> Result<Response, PushOutcome> {
         let addrs = match self.policy.resolve(&url).await {
@@ -336,7 +336,7 @@ mod tests {
     fn deliveries_can_be_spawned() {
         fn spawnable<T: Send + 'static>(_: &T) {}
         let push = Arc::new(Push::new(OutboundPolicy::default(), 1024).unwrap());
-        let secret = Secret::generate();
+        let secret = SigningSecret::generate();
         let delivery = async move {
             push.deliver("http://8.8.8.8/", "m", &secret, Vec::new(), Duration::ZERO)
                 .await

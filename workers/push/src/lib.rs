@@ -19,11 +19,9 @@
 mod delivery;
 mod outbound;
 mod outcome;
-mod secret;
 
 pub use delivery::Push;
 pub use outbound::{
     ALLOW_VAR, AddressClass, OutboundPolicy, PolicyError, Refused, ResolveError, classify,
 };
 pub use outcome::PushOutcome;
-pub use secret::{Secret, SecretError};

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use conveyor_push::{OutboundPolicy, Push, PushOutcome, Secret};
+use conveyor_push::{OutboundPolicy, Push, PushOutcome};
+use conveyor_schemas::SigningSecret;
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
@@ -147,7 +148,7 @@ fn loopback() -> OutboundPolicy {
 }
 
 async fn deliver(push: &Push, url: &str, body: &[u8], timeout: Duration) -> PushOutcome {
-    let secret = Secret::parse(KEY).unwrap();
+    let secret = SigningSecret::parse(KEY).unwrap();
     push.deliver(url, "msg_2kD7", &secret, body.to_vec(), timeout)
         .await
 }

@@ -22,10 +22,10 @@ const GENERATED_LEN: usize = 32;
 /// The key an endpoint's deliveries are signed with.
 ///
 /// Holds raw key bytes. `Debug` redacts them, so a secret that ends up in a
-/// log line or a panic message does not leak; [`Secret::expose`] is the only
+/// log line or a panic message does not leak; [`SigningSecret::expose`] is the only
 /// way to get the key back as text.
-#[derive(Clone)]
-pub struct Secret(Vec<u8>);
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningSecret(Vec<u8>);
 
 /// Why a text is not a signing secret. The messages never repeat the text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,16 +40,16 @@ pub enum SecretError {
     TooLong { len: usize },
 }
 
-impl Secret {
+impl SigningSecret {
     /// A fresh random key of 32 bytes.
-    pub fn generate() -> Secret {
+    pub fn generate() -> SigningSecret {
         // ThreadRng is a CSPRNG seeded from the operating system.
         let key: [u8; GENERATED_LEN] = rand::random();
-        Secret(key.to_vec())
+        SigningSecret(key.to_vec())
     }
 
-    /// Reads the `whsec_<base64>` form that [`Secret::expose`] writes.
-    pub fn parse(text: &str) -> Result<Secret, SecretError> {
+    /// Reads the `whsec_<base64>` form that [`SigningSecret::expose`] writes.
+    pub fn parse(text: &str) -> Result<SigningSecret, SecretError> {
         let encoded = text
             .trim()
             .strip_prefix(PREFIX)
@@ -60,7 +60,7 @@ impl Secret {
         match key.len() {
             len if len < MIN_LEN => Err(SecretError::TooShort { len }),
             len if len > MAX_LEN => Err(SecretError::TooLong { len }),
-            _ => Ok(Secret(key)),
+            _ => Ok(SigningSecret(key)),
         }
     }
 
@@ -84,9 +84,9 @@ impl Secret {
     }
 }
 
-impl fmt::Debug for Secret {
+impl fmt::Debug for SigningSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
+        f.write_str("SigningSecret(<redacted>)")
     }
 }
 
@@ -122,7 +122,7 @@ mod tests {
     fn signs_the_published_standard_webhooks_vectors() {
         // The vector svix and the Standard Webhooks libraries all test
         // against: matching it is what says a receiver's library accepts us.
-        let secret = Secret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let secret = SigningSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
         assert_eq!(
             secret.sign(
                 "msg_p5jXN8AQM9LWM0D4loKWxJek",
@@ -132,7 +132,7 @@ mod tests {
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
         // The one in the reference Rust library's own tests.
-        let secret = Secret::parse("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
+        let secret = SigningSecret::parse("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
         assert_eq!(
             secret.sign(
                 "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk",
@@ -145,7 +145,7 @@ mod tests {
 
     #[test]
     fn signature_matches_an_independent_hmac() {
-        let secret = Secret::generate();
+        let secret = SigningSecret::generate();
         let body = b"{\"x\":[1,2,3]}\n\xff not even utf-8";
         let signed = secret.sign("msg_1", -5, body);
 
@@ -166,21 +166,21 @@ mod tests {
 
     #[test]
     fn generated_secrets_round_trip_and_differ() {
-        let a = Secret::generate();
-        let b = Secret::generate();
+        let a = SigningSecret::generate();
+        let b = SigningSecret::generate();
         assert_eq!(a.0.len(), 32);
         assert_ne!(a.0, b.0);
         let text = a.expose();
         assert!(text.starts_with("whsec_"), "{text}");
-        assert_eq!(Secret::parse(&text).unwrap().0, a.0);
-        assert_eq!(Secret::parse(&text).unwrap().expose(), text);
+        assert_eq!(SigningSecret::parse(&text).unwrap().0, a.0);
+        assert_eq!(SigningSecret::parse(&text).unwrap().expose(), text);
     }
 
     #[test]
     fn parse_accepts_the_length_bounds() {
         for len in [24, 64] {
             let text = format!("whsec_{}", STANDARD.encode(vec![7u8; len]));
-            assert_eq!(Secret::parse(&text).unwrap().0.len(), len);
+            assert_eq!(SigningSecret::parse(&text).unwrap().0.len(), len);
         }
     }
 
@@ -203,20 +203,24 @@ mod tests {
             ),
         ];
         for (text, expected) in cases {
-            assert_eq!(Secret::parse(&text).unwrap_err(), expected, "{text:?}");
+            assert_eq!(
+                SigningSecret::parse(&text).unwrap_err(),
+                expected,
+                "{text:?}"
+            );
         }
         // 25 bytes need one padding character; dropping it, using the URL-safe
         // alphabet or adding junk is not the standard encoding.
         let padded = format!("whsec_{}", STANDARD.encode([0xfbu8; 25]));
         assert!(padded.ends_with('='));
-        assert!(Secret::parse(&padded).is_ok());
+        assert!(SigningSecret::parse(&padded).is_ok());
         for bad in [
             padded.trim_end_matches('=').to_string(),
             padded.replace('+', "-").replace('/', "_"),
             format!("{padded}!"),
             "whsec_not base64 at all".to_string(),
         ] {
-            let err = Secret::parse(&bad).unwrap_err();
+            let err = SigningSecret::parse(&bad).unwrap_err();
             assert!(matches!(err, SecretError::Base64(_)), "{bad:?}: {err:?}");
             assert!(err.to_string().contains("base64"), "{err}");
         }
@@ -228,7 +232,7 @@ mod tests {
 
     #[test]
     fn debug_does_not_print_the_key() {
-        let secret = Secret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let secret = SigningSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
         let shown = format!("{secret:?} {:?}", Some(&secret));
         assert!(!shown.contains("MfKQ9r8G"), "{shown}");
         assert!(shown.contains("redacted"), "{shown}");
