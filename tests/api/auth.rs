@@ -520,7 +520,8 @@ async fn the_bearer_scheme_says_which_routes_each_scope_opens() {
     assert!(
         description.ends_with(
             "Scopes:\n\n\
-             - `admin`: `DELETE /v1/job-types/{name}`, `PUT /v1/job-types/{name}`\n\
+             - `admin`: `DELETE /v1/job-types/{name}`, `PUT /v1/job-types/{name}`, \
+             `POST /v1/job-types/{name}/secret/rotate`\n\
              - `events:read`: `GET /v1/jobs/{id}/events`\n\
              - `jobs:read`: `GET /v1/job-types`, `GET /v1/job-types/{name}`, `GET /v1/jobs`, \
              `GET /v1/jobs/{id}`\n\

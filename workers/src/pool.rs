@@ -25,8 +25,8 @@ const RECV_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
-    /// Attempts running at once in this process. It holds up to three times as many messages
-    /// unacknowledged: the running ones, and as many received ahead on each lane.
+    /// Attempts running at once in this process. It holds more messages unacknowledged: the
+    /// running ones, and as many received ahead on each lane of each queue it consumes.
     pub concurrency: usize,
     /// The most of the `concurrency` slots one tenant may hold, in percent (rounded up): the rest
     /// stay free for other tenants' jobs however long one tenant's jobs run.
