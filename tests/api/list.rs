@@ -17,6 +17,8 @@ async fn pages_are_newest_first_and_cover_every_job_once() {
     for id in &submitted {
         app.wait_for(id, "succeeded", Duration::from_secs(5)).await;
     }
+    // Lists come from the store, whose writes may trail the cache by a group commit.
+    app.listed("/v1/jobs?limit=100", 25).await;
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
