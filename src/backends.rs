@@ -99,12 +99,7 @@ impl Backends {
             max: Duration::from_millis(args.retry_max_ms),
         };
         let topics = Topics::new(args.topic_prefix.clone());
-        let known: Vec<String> = catalog
-            .current()
-            .queues()
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
+        let known: Vec<String> = catalog.queues().into_iter().collect();
         let topology = Topology::conveyor(&topics, known.iter().map(String::as_str));
         let (cache, rate_limiter): (Arc<dyn Cache>, Arc<dyn RateLimiter>) = match &cache_kind {
             CacheKind::Memory => (

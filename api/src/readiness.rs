@@ -1,6 +1,6 @@
 //! What `/readyz` checks: every dependency a request may need.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,14 +49,12 @@ impl Readiness {
     }
 
     /// Refreshes the gauges that are read at scrape time: each topic's depth, and each queue's
-    /// (every queue a type names, and any other this process declared).
+    /// (every queue a type names or named, and any other this process declared).
     pub(crate) fn sample(&self) {
         let (broker, topics) = (self.queues.broker(), self.queues.topics());
-        let catalog = self.catalog.current();
-        let declared = self.queues.declared();
-        let mut queues: BTreeSet<&str> = catalog.queues();
-        queues.extend(declared.iter().map(String::as_str));
-        for queue in queues {
+        let mut queues = self.catalog.queues();
+        queues.extend(self.queues.declared());
+        for queue in &queues {
             let mut waiting = None;
             for lane in Lane::ALL {
                 let topic = topics.lane(queue, lane);

@@ -9,6 +9,7 @@ mod m20261124_000003_create_scheduled_messages;
 mod m20261203_000001_index_running_jobs;
 mod m20261204_000001_partition_jobs;
 mod m20261205_000001_create_job_types;
+mod m20261206_000001_create_queues;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000001_index_running_jobs::Migration),
             Box::new(m20261204_000001_partition_jobs::Migration),
             Box::new(m20261205_000001_create_job_types::Migration),
+            Box::new(m20261206_000001_create_queues::Migration),
         ]
     }
 }

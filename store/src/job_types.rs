@@ -1,6 +1,7 @@
 //! Registered job types: kept in the store, and in each process as a [`LiveCatalog`] that follows
 //! the store within a second, so that a type changed on one replica is seen by all of them.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use sea_orm::{ActiveValue, EntityTrait, QueryOrder};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::entity::job_types;
+use crate::entity::{job_types, queues};
 use crate::{Database, StoreError};
 
 /// How often each process reads the registered types again.
@@ -74,7 +75,32 @@ impl JobTypeStore {
         if inserted == 0 {
             job_types::Entity::update(row).exec(&self.db.write).await?;
         }
+        self.keep_queue(&info.queue).await?;
         Ok(inserted > 0)
+    }
+
+    /// Remembers `queue` for good (see [`JobTypeStore::queues`]).
+    async fn keep_queue(&self, queue: &str) -> Result<(), StoreError> {
+        let row = queues::ActiveModel {
+            name: ActiveValue::Set(queue.to_owned()),
+            created_at: ActiveValue::Set(Utc::now()),
+        };
+        queues::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(queues::Column::Name)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Every queue a registered type ever named, whether or not one names it now: commands sent
+    /// on a queue before its last type moved away (or was removed) still wait there.
+    pub async fn queues(&self) -> Result<BTreeSet<String>, StoreError> {
+        let rows = queues::Entity::find().all(&self.db.write).await?;
+        Ok(rows.into_iter().map(|row| row.name).collect())
     }
 
     /// Removes the type `name`; `false` when there was none.
@@ -120,6 +146,8 @@ fn decode(row: &job_types::Model) -> Result<JobTypeInfo, StoreError> {
 pub struct LiveCatalog {
     store: JobTypeStore,
     current: RwLock<Arc<JobTypeCatalog>>,
+    /// The queues the store remembers (see [`JobTypeStore::queues`]).
+    kept_queues: RwLock<BTreeSet<String>>,
 }
 
 impl LiveCatalog {
@@ -128,6 +156,7 @@ impl LiveCatalog {
         let live = Arc::new(LiveCatalog {
             store,
             current: RwLock::new(Arc::new(JobTypeCatalog::built_in())),
+            kept_queues: RwLock::default(),
         });
         live.refresh().await?;
         Ok(live)
@@ -141,8 +170,19 @@ impl LiveCatalog {
         &self.store
     }
 
-    /// Reads the registered types again, rebuilding the catalog when they changed.
+    /// Every queue to consume: those the types name now, the default queue, and those they named
+    /// before.
+    pub fn queues(&self) -> BTreeSet<String> {
+        let mut queues = self.kept_queues.read().unwrap().clone();
+        queues.extend(self.current().queues().into_iter().map(str::to_owned));
+        queues
+    }
+
+    /// Reads the registered types (and the queues) again, rebuilding the catalog when the types
+    /// changed.
     pub async fn refresh(&self) -> Result<(), StoreError> {
+        let kept_queues = self.store.queues().await?;
+        *self.kept_queues.write().unwrap() = kept_queues;
         let registered = self.store.list().await?;
         if self.current().registered().eq(registered.iter()) {
             return Ok(());

@@ -7,10 +7,10 @@ use std::time::Duration;
 use chrono::Utc;
 use conveyor_events::{Broker, HeldMessage, MemoryBroker, Outgoing, Schedule, Topology};
 use conveyor_schemas::lifecycle::Event;
-use conveyor_schemas::{Job, JobStatus};
+use conveyor_schemas::{Job, JobStatus, JobTypeInfo};
 use conveyor_store::{
-    Cache, Change, Database, IdempotencyClaim, JobQuery, JobStore, Ledger, MemoryCache, SqlJournal,
-    SqlSchedule,
+    Cache, Change, Database, IdempotencyClaim, JobQuery, JobStore, JobTypeStore, Ledger,
+    LiveCatalog, MemoryCache, SqlJournal, SqlSchedule,
 };
 use futures_util::future::join_all;
 use serde_json::json;
@@ -71,7 +71,30 @@ on_both_databases!(
     unacknowledged_messages_survive_a_restart_of_the_broker,
     delayed_messages_are_held_until_due_and_claimed_once,
     pruning_deletes_jobs_that_ended_before_the_cutoff_oldest_first_in_bounded_batches,
+    a_queue_stays_known_after_its_last_type_moves_away_or_goes,
 );
+
+async fn a_queue_stays_known_after_its_last_type_moves_away_or_goes(db: TestDb) {
+    let store = JobTypeStore::new(db.database.clone());
+    let on = |queue: &str| {
+        let mut info = JobTypeInfo::compiled("mailer", "", json!({}));
+        info.queue = queue.into();
+        info
+    };
+    store.put(&on("mail")).await.unwrap();
+    store.put(&on("mail-v2")).await.unwrap();
+    let catalog = LiveCatalog::load(store.clone()).await.unwrap();
+    assert_eq!(catalog.current().queue_of("mailer"), "mail-v2");
+    let queues: Vec<String> = catalog.queues().into_iter().collect();
+    assert_eq!(
+        queues,
+        ["default", "mail", "mail-v2"],
+        "commands may still wait on `mail`"
+    );
+    assert!(store.delete("mailer").await.unwrap());
+    catalog.refresh().await.unwrap();
+    assert_eq!(catalog.queues().len(), 3, "and on `mail-v2`");
+}
 
 fn job(status: JobStatus, version: u64) -> Job {
     Job {

@@ -15,7 +15,8 @@ const NEW_QUEUES_EVERY: Duration = Duration::from_millis(500);
 /// The queues a worker pool consumes (`conveyor worker --queues`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueueChoice {
-    /// Every queue some job type names, the default queue among them, as types come.
+    /// Every queue some job type names or named (see `LiveCatalog::queues`), the default queue
+    /// among them, as types come.
     Every,
     /// These queues only, whether or not a type names them yet.
     Only(Vec<String>),
@@ -24,12 +25,7 @@ pub enum QueueChoice {
 impl QueueChoice {
     fn now(&self, catalog: &LiveCatalog) -> Vec<String> {
         match self {
-            QueueChoice::Every => catalog
-                .current()
-                .queues()
-                .into_iter()
-                .map(str::to_owned)
-                .collect(),
+            QueueChoice::Every => catalog.queues().into_iter().collect(),
             QueueChoice::Only(queues) => queues.clone(),
         }
     }
