@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use conveyor_events::{CommandError, Delivery, Lane, Outgoing, dead_letter};
 use conveyor_schemas::lifecycle::{Event, Kept, Outcome};
 use conveyor_schemas::{Job, JobMode, JobStatus};
@@ -24,8 +24,12 @@ const REDELIVERY_PAUSE: Duration = Duration::from_millis(500);
 /// How long a worker's claim on a running job outlives its last renewal (every third of it): the
 /// most a dead worker's job waits before another worker (or the rescuer) takes it over.
 pub(crate) const LEASE: Duration = Duration::from_secs(10);
-/// How long a job of a type at its `concurrency` cap waits before it is delivered again, at least.
+/// How long a job of a type at its `concurrency` cap waits before it is delivered again, at least
+/// and at most (see [`at_cap_wait`]).
 const AT_CAP_WAIT: Duration = Duration::from_secs(1);
+const AT_CAP_MAX_WAIT: Duration = Duration::from_secs(30);
+/// Jobs found at the cap in a row that double the wait.
+const AT_CAP_DOUBLING: u32 = 16;
 
 /// What to do with a delivery once handled.
 enum Settle {
@@ -198,7 +202,7 @@ async fn handle(shared: &Shared, lane: Lane, command_job: Job) -> Result<Settle,
             &shared.catalog,
             lane,
             &current,
-            at_cap_until(),
+            Utc::now() + at_cap_wait(met_cap(shared, &current.job_type)),
         )
         .await?;
         return Ok(Settle::Ack);
@@ -330,11 +334,25 @@ fn handler_of(shared: &Shared, job_type: &str) -> Option<Arc<dyn Handler>> {
     Some(Arc::new(delivery))
 }
 
-/// When a job of a type at its `concurrency` cap is delivered again: soon, spread out so that the
-/// jobs waiting for places do not all come back at once.
-fn at_cap_until() -> DateTime<Utc> {
-    let spread = rand::random_range(0..AT_CAP_WAIT.as_millis() as i64);
-    Utc::now() + chrono::Duration::milliseconds(AT_CAP_WAIT.as_millis() as i64 + spread)
+/// Counts one more job of `job_type` found at its cap here since one last got a place; returns the
+/// count.
+fn met_cap(shared: &Shared, job_type: &str) -> u32 {
+    let mut streaks = shared.at_cap.lock().unwrap();
+    let streak = streaks.entry(job_type.to_owned()).or_default();
+    *streak = streak.saturating_add(1);
+    *streak
+}
+
+/// How long a job of a type at its `concurrency` cap waits on its queue before it is delivered
+/// again, the `streak`th in a row to find the type full here: a second or two at first, longer the
+/// deeper the type's backlog behind its cap (doubling every [`AT_CAP_DOUBLING`] jobs, at most
+/// [`AT_CAP_MAX_WAIT`]), so that the jobs waiting for places cost a republish each per wait rather
+/// than every second; spread out so they do not all come back at once.
+fn at_cap_wait(streak: u32) -> chrono::Duration {
+    let doublings = (streak.saturating_sub(1) / AT_CAP_DOUBLING).min(16);
+    let wait = (AT_CAP_WAIT * 2u32.pow(doublings)).min(AT_CAP_MAX_WAIT);
+    let millis = wait.as_millis() as i64;
+    chrono::Duration::milliseconds(millis + rand::random_range(0..millis))
 }
 
 /// A place among its type's running attempts, for a type with a `concurrency` cap (none needed
@@ -357,6 +375,9 @@ impl Place {
             return Ok(Some(Place { ledger, job: None }));
         };
         let taken = take_running_place(&**ledger.cache(), job, cap).await?;
+        if taken {
+            shared.at_cap.lock().unwrap().remove(&job.job_type);
+        }
         Ok(taken.then(|| Place {
             ledger,
             job: Some(job.clone()),
@@ -515,5 +536,18 @@ mod tests {
         assert_eq!(settle_after(true, 2, 3), AfterAttempt::Again);
         // The attempt was not recorded: the job is not done with.
         assert_eq!(settle_after(false, 2, 1), AfterAttempt::Again);
+    }
+
+    #[test]
+    fn jobs_at_their_types_cap_wait_longer_the_longer_the_streak() {
+        let within = |streak, low: i64, high: i64| {
+            let wait = at_cap_wait(streak).num_milliseconds();
+            assert!((low..high).contains(&wait), "streak {streak}: {wait} ms");
+        };
+        within(1, 1_000, 2_000);
+        within(AT_CAP_DOUBLING, 1_000, 2_000);
+        within(AT_CAP_DOUBLING + 1, 2_000, 4_000);
+        within(10 * AT_CAP_DOUBLING, 30_000, 60_000);
+        within(u32::MAX, 30_000, 60_000);
     }
 }

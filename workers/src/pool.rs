@@ -61,6 +61,8 @@ pub(crate) struct Shared {
     pub(crate) running: Mutex<HashMap<Uuid, Arc<Attempt>>>,
     /// Who this process is, as the holder of leases on the jobs it runs.
     pub(crate) holder: Uuid,
+    /// Per type with a `concurrency` cap, how many of its jobs in a row found it at the cap here.
+    pub(crate) at_cap: Mutex<HashMap<String, u32>>,
 }
 
 impl WorkerPool {
@@ -80,6 +82,7 @@ impl WorkerPool {
                 settings,
                 running: Mutex::default(),
                 holder: Uuid::now_v7(),
+                at_cap: Mutex::default(),
             }),
         }
     }
