@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context;
-use conveyor_schemas::{FieldError, JobTypeInfo, JobTypeSpec};
+use conveyor_schemas::{FieldError, JobMode, JobTypeInfo, JobTypeSpec};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -47,7 +47,16 @@ fn parse(text: &str) -> Result<Vec<JobTypeInfo>, String> {
         }
         let spec: JobTypeSpec =
             serde_json::from_value(table).map_err(|error| format!("job_types.{name}: {error}"))?;
-        types.push(spec.define(&name).map_err(at)?);
+        let info = spec.define(&name).map_err(at)?;
+        if info.mode == JobMode::Push && info.signing_secret.is_none() {
+            // A secret made at start would be shown to nobody, and its receiver could verify
+            // nothing.
+            return Err(format!(
+                "job_types.{name}.secret: a push type in the file names its signing secret \
+                 (`whsec_…`)"
+            ));
+        }
+        types.push(info);
     }
     Ok(types)
 }
@@ -55,7 +64,18 @@ fn parse(text: &str) -> Result<Vec<JobTypeInfo>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use conveyor_schemas::JobMode;
+
+    #[test]
+    fn a_push_type_names_its_secret() {
+        let without =
+            "[job_types.hook]\nmode = \"push\"\nendpoint = \"https://h/\"\npayload_schema = {}\n";
+        let error = parse(without).unwrap_err();
+        assert!(error.starts_with("job_types.hook.secret:"), "{error}");
+        let secret = conveyor_schemas::SigningSecret::generate().expose();
+        let with = format!("{without}secret = \"{secret}\"\n");
+        let types = parse(&with).unwrap();
+        assert_eq!(types[0].signing_secret.as_ref().unwrap().expose(), secret);
+    }
 
     #[test]
     fn types_are_read_with_their_schema_as_a_table_or_as_json() {
