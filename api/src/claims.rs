@@ -491,7 +491,7 @@ impl ClaimService {
     }
 
     async fn release_place(&self, job: &Job) -> Result<(), ApiError> {
-        Ok(give_back_running_place(&**self.cache(), job).await?)
+        Ok(give_back_running_place(&**self.cache(), &job.job_type, job.id).await?)
     }
 
     /// Ends the lost attempt of `running` and, when attempts remain, starts the next.

@@ -3,6 +3,7 @@
 //! process, in a set of the kind that counts a tenant's unfinished jobs.
 
 use conveyor_schemas::Job;
+use uuid::Uuid;
 
 use crate::{Cache, StoreError};
 
@@ -35,9 +36,11 @@ pub async fn take_running_place(
     Ok(cache.admit_in_flight(&set, job.id, cap).await?.is_some())
 }
 
-/// Gives back `job`'s place among its type's running attempts.
-pub async fn give_back_running_place(cache: &dyn Cache, job: &Job) -> Result<(), StoreError> {
-    cache
-        .release_in_flight(&running_set(&job.job_type), job.id)
-        .await
+/// Gives back the place of `job` (of `job_type`) among its type's running attempts.
+pub async fn give_back_running_place(
+    cache: &dyn Cache,
+    job_type: &str,
+    job: Uuid,
+) -> Result<(), StoreError> {
+    cache.release_in_flight(&running_set(job_type), job).await
 }

@@ -359,7 +359,8 @@ fn at_cap_wait(streak: u32) -> chrono::Duration {
 /// otherwise); given back once the outcome is recorded, or on any other way out, when dropped.
 struct Place {
     ledger: conveyor_store::Ledger,
-    job: Option<Job>,
+    /// The type and the job whose place it is, until given back.
+    held: Option<(String, uuid::Uuid)>,
 }
 
 impl Place {
@@ -372,7 +373,7 @@ impl Place {
             .get(&job.job_type)
             .and_then(|info| info.concurrency);
         let Some(cap) = cap else {
-            return Ok(Some(Place { ledger, job: None }));
+            return Ok(Some(Place { ledger, held: None }));
         };
         let taken = take_running_place(&**ledger.cache(), job, cap).await?;
         if taken {
@@ -380,33 +381,33 @@ impl Place {
         }
         Ok(taken.then(|| Place {
             ledger,
-            job: Some(job.clone()),
+            held: Some((job.job_type.clone(), job.id)),
         }))
     }
 
     async fn give_back(mut self) {
-        if let Some(job) = self.job.take() {
-            give_back(&self.ledger, &job).await;
+        if let Some(held) = self.held.take() {
+            give_back(&self.ledger, held).await;
         }
     }
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
-        if let Some(job) = self.job.take()
+        if let Some(held) = self.held.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             let ledger = self.ledger.clone();
-            runtime.spawn(async move { give_back(&ledger, &job).await });
+            runtime.spawn(async move { give_back(&ledger, held).await });
         }
     }
 }
 
 /// A place that cannot be given back now is taken back by the next worker that finds the type at
 /// its cap, once this job's lease has run out.
-async fn give_back(ledger: &conveyor_store::Ledger, job: &Job) {
-    if let Err(error) = give_back_running_place(&**ledger.cache(), job).await {
-        tracing::warn!(job_id = %job.id, %error, "Could not give back a place of the type's concurrency.");
+async fn give_back(ledger: &conveyor_store::Ledger, (job_type, job_id): (String, uuid::Uuid)) {
+    if let Err(error) = give_back_running_place(&**ledger.cache(), &job_type, job_id).await {
+        tracing::warn!(%job_id, %error, "Could not give back a place of the type's concurrency.");
     }
 }
 
