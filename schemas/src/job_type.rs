@@ -118,8 +118,10 @@ pub struct JobTypeSpec {
     pub description: Option<String>,
     /// A JSON Schema (2020-12) that every payload of the type must satisfy.
     pub payload_schema: Value,
-    /// `pull`: workers claim the jobs over HTTP.
+    /// `pull`: workers claim the jobs over HTTP; `push`: Conveyor's workers POST them to
+    /// `endpoint`.
     pub mode: JobMode,
+    /// `push` types: the `http://` or `https://` URL each attempt is POSTed to.
     #[serde(default)]
     pub endpoint: Option<String>,
     /// Defaults to `default`.
